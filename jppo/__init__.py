@@ -1,0 +1,35 @@
+"""jppo: PPO in JAX, the whole training run as one jit-compiled program.
+
+Example:
+    >>> import jax, jppo
+    >>> out = jppo.train(jppo.PPOConfig(), jax.random.key(0))
+    >>> out.metrics["episode_return"][-1]
+"""
+
+from jppo import advantages
+from jppo import losses
+from jppo import normalize
+from jppo.config import PPOConfig
+from jppo.train import evaluate
+from jppo.train import make_train
+from jppo.train import train
+from jppo.train import train_seeds
+from jppo.types import Hyperparams
+from jppo.types import TrainResult
+from jppo.types import TrainState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Hyperparams",
+    "PPOConfig",
+    "TrainResult",
+    "TrainState",
+    "advantages",
+    "evaluate",
+    "losses",
+    "make_train",
+    "normalize",
+    "train",
+    "train_seeds",
+]

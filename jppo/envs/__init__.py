@@ -1,0 +1,141 @@
+"""Environments: name lookup, the static description the learner needs, and a sanitizing step.
+
+Any gymnax environment works by name (`"CartPole-v1"`, MinAtar, bsuite, misc), as does any
+instance following gymnax's `Environment` interface. Built-ins registered here:
+`"CartPole-masked"` (velocities hidden: a POMDP for the LSTM) and `"RiskyChoice"` (a risky
+branch with the higher mean and the lower CVaR: the test bed for the quantile critic).
+
+This module knows nothing of the learner: it turns an environment into flat float
+observations, finite rewards and explicit `terminated` / `truncated` flags.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, NamedTuple
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments import environment, spaces
+
+BUILTIN_ENV_NAMES = ("CartPole-masked", "RiskyChoice")
+
+
+def _builtin_factory(name: str):
+    if name == "CartPole-masked":
+        from jppo.envs.cartpole_masked import MaskedCartPole
+
+        return MaskedCartPole
+    from jppo.envs.risky_choice import RiskyChoice
+
+    return RiskyChoice
+
+
+def available_envs() -> tuple[str, ...]:
+    """Every environment name `make_env` accepts."""
+    return tuple(gymnax.registered_envs) + BUILTIN_ENV_NAMES
+
+
+def check_env(env: Any) -> None:
+    """Raise `ValueError` (with close-match suggestions) unless `env` names or is an env."""
+    if isinstance(env, str):
+        if env in available_envs():
+            return
+        close = difflib.get_close_matches(env, available_envs(), n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"PPOConfig.env={env!r} is invalid: not a gymnax or jppo environment name.{hint} "
+            f"Known names: {', '.join(available_envs())}."
+        )
+    if not all(hasattr(env, a) for a in ("step", "reset", "default_params", "action_space",
+                                          "observation_space")):
+        raise ValueError(
+            f"PPOConfig.env={env!r} is invalid: expected a name or an object with gymnax's "
+            "Environment interface (step, reset, default_params, action_space, "
+            "observation_space)"
+        )
+
+
+def make_env(env: Any, env_params: Any = None) -> tuple[environment.Environment, Any]:
+    """The environment instance and its params for a name or instance."""
+    check_env(env)
+    if isinstance(env, str):
+        if env in BUILTIN_ENV_NAMES:
+            env = _builtin_factory(env)()
+        else:
+            env, _ = gymnax.make(env)
+    return env, env.default_params if env_params is None else env_params
+
+
+class EnvSpec(NamedTuple):
+    """What the learner needs to know about an environment, all static."""
+
+    obs_dim: int  # observations are flattened to [obs_dim] float32
+    discrete: bool
+    action_dim: int  # number of actions (discrete) or action vector size (continuous)
+    action_low: Any  # np.ndarray [action_dim] (continuous) or None
+    action_high: Any
+    max_episode_steps: int | None
+
+
+def env_spec(env: environment.Environment, env_params: Any) -> EnvSpec:
+    """The static description of `env`: flat observation size and action space."""
+    obs_shape = env.observation_space(env_params).shape
+    space = env.action_space(env_params)
+    max_steps = getattr(env_params, "max_steps_in_episode", None)
+    max_steps = int(max_steps) if max_steps is not None else None
+    if isinstance(space, spaces.Discrete):
+        return EnvSpec(int(np.prod(obs_shape)), True, int(space.n), None, None, max_steps)
+    if isinstance(space, spaces.Box):
+        action_dim = int(np.prod(space.shape)) if space.shape else 1
+        low = np.broadcast_to(np.asarray(space.low, np.float32), (action_dim,))
+        high = np.broadcast_to(np.asarray(space.high, np.float32), (action_dim,))
+        return EnvSpec(int(np.prod(obs_shape)), False, action_dim, low, high, max_steps)
+    raise ValueError(f"PPOConfig.env: unsupported action space {space!r} "
+                     "(expected gymnax Discrete or Box)")
+
+
+class EnvStep(NamedTuple):
+    """One vectorized environment step; every array has leading shape [B]."""
+
+    obs: jax.Array  # [B, obs_dim] float32, after auto-reset
+    state: Any
+    reward: jax.Array  # [B] float32, finite
+    terminated: jax.Array  # [B] bool
+    truncated: jax.Array  # [B] bool, time limit reached and not terminated
+    final_obs: jax.Array  # [B, obs_dim] the true next observation (before any reset)
+    nonfinite: jax.Array  # [B] int32, non-finite obs/reward entries replaced this step
+
+
+def _flat_obs(obs: jax.Array, batch_ndim: int) -> tuple[jax.Array, jax.Array]:
+    obs = jnp.reshape(obs, obs.shape[:batch_ndim] + (-1,)).astype(jnp.float32)
+    bad = jnp.sum(~jnp.isfinite(obs), axis=-1)
+    return jnp.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0), bad
+
+
+def reset(env, env_params, keys: jax.Array) -> tuple[jax.Array, Any]:
+    """Reset a batch of environments. keys: [B] -> (obs [B, obs_dim], states)."""
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(keys, env_params)
+    return _flat_obs(obs, 1)[0], state
+
+
+def step(env, env_params, keys: jax.Array, state: Any, action: jax.Array) -> EnvStep:
+    """Step a batch of environments with gymnax auto-reset, sanitizing non-finite values.
+
+    Args:
+      keys: [B] PRNG keys. state: batched env state. action: [B] or [B, A] (already within
+        the action space's bounds).
+    """
+    obs, state, reward, terminated, truncated, info = jax.vmap(
+        env.step, in_axes=(0, 0, 0, None))(keys, state, action, env_params)
+    obs, bad_obs = _flat_obs(obs, 1)
+    final_obs, _ = _flat_obs(info["final_observation"], 1)
+    reward = jnp.reshape(reward, (-1,)).astype(jnp.float32)
+    bad_reward = ~jnp.isfinite(reward)
+    reward = jnp.where(bad_reward, 0.0, reward)
+    terminated = jnp.asarray(terminated, bool)
+    truncated = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)
+    return EnvStep(obs, state, reward, terminated, truncated, final_obs,
+                   bad_obs + bad_reward.astype(jnp.int32))
