@@ -10,10 +10,10 @@ from jppo import advantages
 from jppo import losses
 from jppo import normalize
 from jppo.config import PPOConfig
-from jppo.train import evaluate
-from jppo.train import make_train
-from jppo.train import train
-from jppo.train import train_seeds
+from jppo.trainer import evaluate
+from jppo.trainer import make_train
+from jppo.trainer import train
+from jppo.trainer import train_seeds
 from jppo.types import Hyperparams
 from jppo.types import TrainResult
 from jppo.types import TrainState

@@ -52,4 +52,4 @@ def nonfinite_grad_count(opt_state) -> jax.Array:
 
 
 def per_network_grad_norms(grads) -> dict[str, jax.Array]:
-    return {k: optax.global_norm(g) for k, g in grads.items()}
+    return {k: optax.tree.norm(g) for k, g in grads.items()}

@@ -136,7 +136,7 @@ def update(cfg: PPOConfig, network: networks.Network, params, opt_state, batch: 
     def minibatch_step(c: _EpochCarry, xs):
         mb, mb_carry = xs
         (_, aux), grads = grad_fn(c.params, mb, mb_carry, cfg, network, hp, coefs)
-        aux["grad_norm"] = optax.global_norm(grads)
+        aux["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, c.opt_state, c.params)
         params = optax.apply_updates(c.params, updates)
         if not early_stop:

@@ -1,0 +1,24 @@
+"""Shared small configurations and compiled runs, so the suite compiles few distinct shapes."""
+
+import jax
+import pytest
+
+import jppo
+
+# A tiny CartPole run: 4 updates of 4 envs x 32 steps.
+SMALL = jppo.PPOConfig(total_timesteps=512, num_envs=4, num_steps=32)
+# A tiny continuous-action run.
+SMALL_PENDULUM = jppo.PPOConfig(env="Pendulum-v1", total_timesteps=512, num_envs=4,
+                                num_steps=32)
+
+
+def final_return(metrics, fraction=0.05):
+    """Mean episode return of the last `fraction` of updates (averaged over seeds)."""
+    returns = jax.device_get(metrics["episode_return"])
+    tail = max(1, int(returns.shape[-1] * fraction))
+    return float(returns[..., -tail:].mean())
+
+
+@pytest.fixture(scope="session")
+def small_run():
+    return jppo.train(SMALL, jax.random.key(0))
