@@ -44,6 +44,8 @@ def main(argv=None):
     parser.add_argument("--network", default="mlp")
     parser.add_argument("--critic", default="scalar")
     parser.add_argument("--lstm-chunk-len", type=int, default=None)
+    parser.add_argument("--lstm-unroll", type=int, default=None)
+    parser.add_argument("--lstm-shared", action="store_true")
     parser.add_argument("--normalize", action="store_true",
                         help="normalize_obs and normalize_reward on")
     parser.add_argument("--label", default=None, help="RESULTS.md section name")
@@ -54,6 +56,10 @@ def main(argv=None):
     overrides = dict(env=args.env, network=args.network, critic=args.critic)
     if args.lstm_chunk_len:
         overrides["lstm_chunk_len"] = args.lstm_chunk_len
+    if args.lstm_unroll:
+        overrides["lstm_unroll"] = args.lstm_unroll
+    if args.lstm_shared:
+        overrides["lstm_shared"] = True
     if args.normalize:
         overrides.update(normalize_obs=True, normalize_reward=True)
     rows = []
@@ -66,8 +72,10 @@ def main(argv=None):
     label = args.label or f"throughput-{args.network}-{args.critic}"
     table = markdown_table(("num_envs", "updates", "steps/s", "run s (median)", "compile s"),
                            rows)
+    lstm = {k: v for k, v in overrides.items() if k.startswith("lstm_")}
+    lstm_desc = "".join(f", {k}={v}" for k, v in lstm.items()) if args.network == "lstm" else ""
     text = (f"### {label} on {jax.default_backend()}: {args.env}, network={args.network}, "
-            f"critic={args.critic}{', normalized' if args.normalize else ''}\n\n"
+            f"critic={args.critic}{lstm_desc}{', normalized' if args.normalize else ''}\n\n"
             f"{header()} 128 steps, 4 epochs x 4 minibatches, 64x64 tanh; median of "
             f"{args.repeats} after a warm-up; compile excluded from steps/s.\n\n{table}\n")
     print(text)

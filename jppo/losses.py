@@ -362,6 +362,16 @@ def cvar(quantiles: Array, alpha: Numeric) -> Array:
   i.e. the lowest ⌊αN⌋ quantiles weighted 1, the next by αN − ⌊αN⌋. α = 1 gives
   the mean, α → 0 the lowest quantile. α may be traced; it must be in (0, 1].
 
+  Computed without a full sort (a sort of [T, B, 32] dominated the quantile
+  critic's cost on CPU): with t the (⌊αN⌋ + 1)-th smallest quantile (the
+  largest when αN = N), found by ⌊αN⌋ + 1 passes of "remove the row minimum",
+
+    CVaR_α = (Σ_{q_i < t} q_i + (αN − #{q_i < t})·mean_{q_i = t} q_i) / (αN),
+
+  the same value. Gradients are those of the sorted form; among tied quantiles
+  the weight is shared equally (an equally valid subgradient). NaN in a row
+  gives NaN.
+
   Example:
     >>> import jax.numpy as jnp
     >>> cvar(jnp.array([3.0, 1.0, 2.0, 4.0]), 0.5)
@@ -376,12 +386,41 @@ def cvar(quantiles: Array, alpha: Numeric) -> Array:
   """
   chex.assert_rank(alpha, 0)
   num_quantiles = quantiles.shape[-1]
-  sorted_quantiles = jnp.sort(quantiles, axis=-1)
   alpha_n = alpha * num_quantiles
-  index = jnp.arange(num_quantiles, dtype=sorted_quantiles.dtype)
-  index = jnp.reshape(index, (1,) * (quantiles.ndim - 1) + (num_quantiles,))
-  weights = jnp.clip(alpha_n - index, 0.0, 1.0)  # [1, ..., N]
-  return jnp.sum(weights * sorted_quantiles, axis=-1) / alpha_n
+  threshold = _cvar_threshold(quantiles, alpha_n)[..., None]  # t, [..., 1]
+  below, at = quantiles < threshold, quantiles == threshold
+  num_below = jnp.sum(below, axis=-1, dtype=quantiles.dtype)
+  num_at = jnp.maximum(jnp.sum(at, axis=-1, dtype=quantiles.dtype), 1.0)
+  mean_at = jnp.sum(jnp.where(at, quantiles, 0.0), axis=-1) / num_at
+  result = (jnp.sum(jnp.where(below, quantiles, 0.0), axis=-1)
+            + (alpha_n - num_below) * mean_at) / alpha_n
+  return jnp.where(jnp.isnan(threshold[..., 0]), jnp.nan, result)
+
+
+def _cvar_threshold(quantiles: Array, alpha_n: Numeric) -> Array:
+  """The (⌊αN⌋ + 1)-th smallest value per row (capped at the N-th), `[...]`.
+
+  A while-loop of ⌊αN⌋ + 1 passes (at most N), each taking the row minimum and
+  removing every entry equal to it; no gradient flows through it.
+  """
+  num_quantiles = quantiles.shape[-1]
+  rank = jnp.minimum(jnp.floor(alpha_n) + 1.0, num_quantiles)
+  values = jax.lax.stop_gradient(quantiles)
+  zeros = jnp.zeros(values.shape[:-1], values.dtype)
+
+  def cond(carry):
+    step, _, removed, _ = carry
+    return (step < num_quantiles) & jnp.any(removed < rank)
+
+  def body(carry):
+    step, remaining, removed, threshold = carry
+    low = jnp.min(remaining, axis=-1)
+    hit = remaining == low[..., None]
+    threshold = jnp.where(removed < rank, low, threshold)
+    removed = removed + jnp.sum(hit, axis=-1, dtype=values.dtype)
+    return step + 1, jnp.where(hit, jnp.inf, remaining), removed, threshold
+
+  return jax.lax.while_loop(cond, body, (0, values, zeros, zeros))[3]
 
 
 def clip_quantiles(

@@ -13,6 +13,7 @@ for continuous actions, initialized at `log_std_init`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import distrax
@@ -27,56 +28,68 @@ _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.si
                 "elu": nn.elu}
 
 
-def _dense(features: int, gain: float) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain),
-                    bias_init=nn.initializers.zeros)
+def _dense(features: int, gain: float, orthogonal=nn.initializers.orthogonal,
+           **kwargs) -> nn.Dense:
+    return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros,
+                    **kwargs)
+
+
+def orthogonal_init(scale: float = 1.0):
+    """`nn.initializers.orthogonal(scale)` for kernels [..., K], without LAPACK.
+
+    The same Gaussian draw as jax's initializer, orthonormalized by Gram-Schmidt (each
+    projection applied twice, which keeps float32 columns orthonormal to ~1e-6): Q of the QR
+    with diag(R) > 0, i.e. jax's result up to rounding. Why: under `vmap` (train_seeds) jax's
+    batched QR runs on XLA:CPU's intra-op thread pool, and with several QRs scheduled at once
+    on a 2-thread pool each worker waits inside its QR for sub-tasks no thread is left to run
+    — the program hangs (jaxlib 0.10.2, seen with the LSTM's dozen orthogonal kernels).
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        z = jax.random.normal(key, (max(rows, cols), min(rows, cols)), dtype)
+
+        def column(j, q):
+            v = jax.lax.dynamic_index_in_dim(z, j, axis=1, keepdims=False)
+            for _ in range(2):
+                v = v - q @ (q.T @ v)
+            return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+        q = jax.lax.fori_loop(0, z.shape[1], column, jnp.zeros_like(z))
+        q = q.T if rows < cols else q
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init
 
 
 class MLP(nn.Module):
     hidden_sizes: tuple[int, ...]
     activation: str
+    orthogonal: Callable = nn.initializers.orthogonal  # (gain) -> kernel initializer
 
     @nn.compact
     def __call__(self, x):
         act = _ACTIVATIONS[self.activation]
         for size in self.hidden_sizes:
-            x = act(_dense(size, np.sqrt(2))(x))
+            x = act(_dense(size, np.sqrt(2), self.orthogonal)(x))
         return x
 
 
-class ResetLSTMCell(nn.Module):
-    """One LSTM step whose carry returns to the initial (zero) state where `reset` is set."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, carry, inputs):
-        x, reset = inputs  # [B, D], [B]
-        carry = jax.tree.map(lambda c: jnp.where(reset[:, None], jnp.zeros_like(c), c), carry)
-        carry, y = nn.OptimizedLSTMCell(self.features)(carry, x)
-        return carry, y
-
-
 class Head(nn.Module):
-    """MLP torso (optionally followed by a reset-aware LSTM) and a linear output layer.
+    """Feed-forward network: MLP torso and a linear output layer (recurrent: `RecurrentHead`).
 
-    Input obs [T, B, D], reset [T, B], carry (c, h) each [B, H] (LSTM) or {} (MLP).
-    Output [T, B, out_features] and the new carry.
+    Input obs [T, B, D], reset [T, B] and carry {} (both ignored).
+    Output [T, B, out_features] and the carry.
     """
 
     hidden_sizes: tuple[int, ...]
     activation: str
     out_features: int
     out_gain: float
-    lstm_size: int | None = None
 
     @nn.compact
     def __call__(self, obs, reset, carry):
         x = MLP(self.hidden_sizes, self.activation)(obs)
-        if self.lstm_size is not None:
-            scan = nn.scan(ResetLSTMCell, variable_broadcast="params",
-                           split_rngs={"params": False}, in_axes=0, out_axes=0)
-            carry, x = scan(self.lstm_size)(carry, (x, reset))
         return _dense(self.out_features, self.out_gain)(x), carry
 
 
@@ -88,6 +101,17 @@ class Network(NamedTuple):
     actor(actor_params, obs [T,B,D], reset [T,B], carry) -> (dist_params, carry);
       dist_params: {"logits": [T,B,A]} or {"mean": [T,B,A], "log_std": [T,B,A]}
     critic(critic_params, obs, reset, carry) -> (values [T,B] or quantiles [T,B,N], carry)
+    actor_critic(params, obs, reset, carry) -> (dist_params, values, carry): both at once on
+      the full params and carry (recurrent: one fused scan)
+    value(params, obs, reset, carry) -> (values, carry): the critic on the full params and
+      carry (also with `lstm_shared`, where `critic` alone is unavailable)
+    bootstrap_step(params, obs [B,D], reset [B], carry, final_obs [B,D]) -> (dist_params,
+      values, carry, final_values [B]): recurrent only (None for an MLP): one step of
+      actor_critic that also returns the critic's value of `final_obs` continuing the
+      incoming carry without reset — the previous step's V(final observation), computed in
+      the same fused scan step instead of a separate critic call
+    A recurrent carry is reset to the initial (zero) state at steps whose `reset` is set,
+    before the step is taken.
     """
 
     init: Callable[[jax.Array], Any]
@@ -96,23 +120,33 @@ class Network(NamedTuple):
     critic: Callable[..., tuple[jax.Array, Any]]
     recurrent: bool
     discrete: bool
+    actor_critic: Callable[..., tuple[Any, jax.Array, Any]]
+    value: Callable[..., tuple[jax.Array, Any]]
+    bootstrap_step: Callable[..., tuple[Any, jax.Array, Any, jax.Array]] | None = None
 
 
 def make_network(spec: EnvSpec, *, hidden_sizes=(64, 64), activation="tanh",
                  network="mlp", lstm_size=128, critic="scalar", num_quantiles=32,
-                 log_std_init=-0.5) -> Network:
-    """Build actor and critic for an environment spec (static settings only)."""
-    recurrent = network == "lstm"
-    lstm = lstm_size if recurrent else None
-    actor_mod = Head(hidden_sizes, activation, spec.action_dim, 0.01, lstm)
+                 log_std_init=-0.5, lstm_shared=False, lstm_unroll=None,
+                 lstm_stacked=None) -> Network:
+    """Build actor and critic for an environment spec (static settings only).
+
+    LSTM speed settings (numerics unchanged): `lstm_unroll` is the unroll factor of the
+    sequential scans and `lstm_stacked` runs the torsos of the N networks of a fused scan
+    as batched matmuls; None picks by backend (CPU: 1 and False; accelerators: 8 and True).
+    """
     num_values = num_quantiles if critic == "quantile" else 1
-    critic_mod = Head(hidden_sizes, activation, num_values, 1.0, lstm)
+    if network == "lstm":
+        on_cpu = jax.default_backend() == "cpu"
+        unroll = lstm_unroll or (1 if on_cpu else 8)
+        stacked = (not on_cpu) if lstm_stacked is None else lstm_stacked
+        return _recurrent_network(spec, tuple(hidden_sizes), activation, lstm_size,
+                                  num_values, log_std_init, lstm_shared, unroll, stacked)
+    actor_mod = Head(hidden_sizes, activation, spec.action_dim, 0.01)
+    critic_mod = Head(hidden_sizes, activation, num_values, 1.0)
 
     def initial_carry(batch_size: int):
-        if not recurrent:
-            return {"actor": {}, "critic": {}}
-        zeros = jnp.zeros((batch_size, lstm_size), jnp.float32)
-        return {"actor": (zeros, zeros), "critic": (zeros, zeros)}
+        return {"actor": {}, "critic": {}}
 
     def init(key):
         k_actor, k_critic = jax.random.split(key)
@@ -136,11 +170,300 @@ def make_network(spec: EnvSpec, *, hidden_sizes=(64, 64), activation="tanh",
         out, carry = critic_mod.apply(params, obs, reset, carry)
         return (out[..., 0] if num_values == 1 else out), carry
 
-    return Network(init, initial_carry, actor, critic_fn, recurrent, spec.discrete)
+    def actor_critic(params, obs, reset, carry):
+        dist_params, _ = actor(params["actor"], obs, reset, carry["actor"])
+        values, _ = critic_fn(params["critic"], obs, reset, carry["critic"])
+        return dist_params, values, carry
+
+    def value(params, obs, reset, carry):
+        return critic_fn(params["critic"], obs, reset, carry["critic"])[0], carry
+
+    return Network(init, initial_carry, actor, critic_fn, False, spec.discrete, actor_critic,
+                   value)
 
 
 def _without_log_std(params):
     return {k: v for k, v in params["params"].items() if k != "log_std"}
+
+
+# -- recurrent networks ---------------------------------------------------------------------
+
+_GATES = ("i", "f", "g", "o")  # flax's LSTM gate order and parameter names (ii..io, hi..ho)
+
+
+class RecurrentHead(nn.Module):
+    """The parameters of one recurrent network, defined by a single time step.
+
+    MLP torso -> flax `nn.OptimizedLSTMCell` -> linear output layer. Calling the module runs
+    one step without reset: obs [B, D], carry (c, h) each [B, H] -> (out [B, out_features],
+    carry). It creates the parameters (and is the step-by-step reference in the tests);
+    sequences run through `lstm_scan` on the same parameters, much faster.
+    """
+
+    hidden_sizes: tuple[int, ...]
+    activation: str
+    lstm_size: int
+    out_features: int
+    out_gain: float
+
+    @nn.compact
+    def __call__(self, obs, carry):
+        x = MLP(self.hidden_sizes, self.activation, orthogonal_init, name="torso")(obs)
+        carry, h = nn.OptimizedLSTMCell(self.lstm_size, recurrent_kernel_init=orthogonal_init(),
+                                        name="lstm")(carry, x)
+        out = _dense(self.out_features, self.out_gain, orthogonal_init, name="out")(h)
+        return out, carry
+
+
+def _gates_param(lstm, kind: str, leaf: str) -> jax.Array:
+    """flax's per-gate parameters ("ii".."io" input kernels [K, H]; "hi".."ho" recurrent
+    kernels [H, H] and biases [H]) concatenated in gate order i, f, g, o: [..., 4H]."""
+    return jnp.concatenate([lstm[f"{kind}{g}"][leaf] for g in _GATES], axis=-1)
+
+
+def _gate_inputs(params, obs: jax.Array, activation: str) -> jax.Array:
+    """The input part of one LSTM's gates, x_t·W_i + b, at every step at once.
+
+    params: a `RecurrentHead`'s "params"; obs [T, B, D] -> [T, B, 4H] (gates i, f, g, o).
+    The torso and the input projection are plain matmuls over all T·B rows, outside the
+    sequential scan, which keeps only h·W_h.
+    """
+    act = _ACTIVATIONS[activation]
+    x = obs
+    for i in range(len(params["torso"])):
+        x = act(_linear(params["torso"][f"Dense_{i}"], x))
+    lstm = params["lstm"]
+    return _matmul(x, _gates_param(lstm, "i", "kernel")) + _gates_param(lstm, "h", "bias")
+
+
+def _stacked_gate_inputs(nets: list, obs: jax.Array, activation: str) -> jax.Array:
+    """`_gate_inputs` of N networks as batched matmuls: one kernel per layer for all N.
+
+    nets: N `RecurrentHead` "params"; obs [N, T, B, D] -> [N, T, B, 4H]. Fewer, larger
+    kernels for accelerators; on XLA:CPU the gradient of a batched matmul is slow, so the
+    CPU path runs `_gate_inputs` per network.
+    """
+    act = _ACTIVATIONS[activation]
+    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    x = obs
+    for i in range(len(nets[0]["torso"])):
+        layer = stack([p["torso"][f"Dense_{i}"] for p in nets])
+        x = act(jnp.einsum("ntbd,ndk->ntbk", x, layer["kernel"])
+                + layer["bias"][:, None, None])
+    w_in = jnp.stack([_gates_param(p["lstm"], "i", "kernel") for p in nets])
+    bias = jnp.stack([_gates_param(p["lstm"], "h", "bias") for p in nets])
+    return jnp.einsum("ntbk,nkg->ntbg", x, w_in) + bias[:, None, None]
+
+
+def _cell(c, h, x, w_h):
+    """One step of N stacked LSTM cells (flax's OptimizedLSTMCell equations).
+
+    c, h [N, B, H]; x [N, B, 4H] input part of the gates; w_h [N, H, 4H]. Returns the new
+    (c, h) and, for the backward pass, [σ(i) σ(f) tanh(g) σ(o) tanh(c') c] as one
+    [N, B, 6H] array (one stacked scan output instead of six).
+    """
+    gates = x + jnp.einsum("nbh,nhg->nbg", h, w_h)
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    i, f, g, o = nn.sigmoid(i), nn.sigmoid(f), jnp.tanh(g), nn.sigmoid(o)
+    c_new = f * c + i * g
+    tanh_c = jnp.tanh(c_new)
+    return c_new, o * tanh_c, jnp.concatenate([i, f, g, o, tanh_c, c], axis=-1)
+
+
+def _lstm_forward(w_h, gate_x, reset, carry, unroll: int, residuals: bool):
+    def step(carry, inputs):
+        x_t, reset_t = inputs
+        keep = ~reset_t[..., None]  # [N, B, 1]
+        c, h = (jnp.where(keep, v, 0.0) for v in carry)
+        c_new, h_new, saved = _cell(c, h, jnp.stack(x_t), w_h)
+        return (c_new, h_new), (tuple(h_new), saved if residuals else None)
+
+    return jax.lax.scan(step, carry, (gate_x, reset), unroll=unroll)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lstm_scan(w_h: jax.Array, gate_x, reset: jax.Array, carry, unroll: int = 1):
+    """Step N stacked LSTMs through a sequence with `lax.scan`, resetting at episode starts.
+
+    Per step, for each network: (c, h) <- (0, 0) where reset_t (the initial state), then
+    [i f g o] = gate_x_t + h·W_h, c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c') — flax's
+    `OptimizedLSTMCell`. Stacking actor and critic on N runs both in one batched matmul per
+    step: half the sequential kernels of two scans. The hand-written backward pass keeps
+    only dh·W_hᵀ in its reverse scan and computes dW_h = Σ_t h_{t-1}ᵀ·dgates_t afterwards
+    as one matmul over all T·B rows (autodiff would accumulate it step by step).
+
+    Args:
+      w_h: [N, H, 4H] recurrent kernels.
+      gate_x: N arrays [T, B, 4H], the input part of the gates (`_gate_inputs`).
+      reset: [T, N, B] bool, episode starts (per network: the rollout's bootstrap copy of
+        the critic continues its carry where the others reset).
+      carry: (c, h), each [N, B, H], the carry before step 0 (not yet reset).
+      unroll: `lax.scan` unroll factor (static).
+    Returns:
+      (carry after the last step, N arrays h [T, B, H]).
+    """
+    carry, (hs, _) = _lstm_forward(w_h, gate_x, reset, carry, unroll, False)
+    return carry, hs
+
+
+def _lstm_scan_fwd(w_h, gate_x, reset, carry, unroll):
+    new_carry, (hs, saved) = _lstm_forward(w_h, gate_x, reset, carry, unroll, True)
+    return (new_carry, hs), (w_h, reset, carry[1], hs, saved)
+
+
+def _lstm_scan_bwd(unroll, residuals, cotangents):
+    w_h, reset, h0, hs, saved = residuals
+    (dc, dh), dhs = cotangents
+
+    def step(carry, inputs):
+        dc, dh = carry
+        dh_t, act, reset_t = inputs
+        i, f, g, o, tanh_c, c_prev = jnp.split(act, 6, axis=-1)
+        dh = dh + jnp.stack(dh_t)
+        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
+        dgates = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+                                  dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], -1)
+        keep = ~reset_t[..., None]
+        dh_prev = jnp.einsum("nbg,nhg->nbh", dgates, w_h)
+        return (jnp.where(keep, dc * f, 0.0), jnp.where(keep, dh_prev, 0.0)), tuple(dgates)
+
+    carry, dgate_x = jax.lax.scan(step, (dc, dh), (dhs, saved, reset), reverse=True,
+                                  unroll=unroll)
+    # dW_h = Σ_t h_{t-1}ᵀ·dgates_t with h_{t-1} the (reset) carry entering step t: one plain
+    # [H, T·B] x [T·B, 4H] matmul per network (2-D: see _matmul).
+    dw_h = []
+    for n, (h_n, dg_n) in enumerate(zip(hs, dgate_x)):
+        keep = ~reset[:, n, :, None]
+        h_prev = jnp.where(keep, jnp.concatenate([h0[n][None], h_n[:-1]]), 0.0)
+        dw_h.append(h_prev.reshape(-1, h_prev.shape[-1]).T @ dg_n.reshape(-1, dg_n.shape[-1]))
+    return jnp.stack(dw_h), dgate_x, None, carry
+
+
+lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
+
+
+def _run_lstms(nets: list, obs: list, reset: list, carries: list, activation: str,
+               unroll: int, stacked: bool):
+    """Run N `RecurrentHead` bodies (torso + LSTM) with one fused scan.
+
+    nets: their "params" dicts; obs: N arrays [T, B, D]; reset: N arrays [T, B]; carries:
+    N (c, h), each [B, H]; stacked: torsos as batched matmuls (`_stacked_gate_inputs`).
+    Returns (N arrays h [T, B, H], list of the N final carries).
+    """
+    if stacked:
+        gate_x = tuple(_stacked_gate_inputs(nets, jnp.stack(obs), activation))
+    else:
+        gate_x = tuple(_gate_inputs(p, o, activation) for p, o in zip(nets, obs))
+    w_h = jnp.stack([_gates_param(p["lstm"], "h", "kernel") for p in nets])
+    carry = tuple(jnp.stack(x) for x in zip(*carries))  # (c, h), each [N, B, H]
+    (c, h), hs = lstm_scan(w_h, gate_x, jnp.stack(reset, axis=1), carry, unroll)
+    return hs, [(c[n], h[n]) for n in range(len(nets))]
+
+
+def _linear(params, x):
+    return _matmul(x, params["kernel"]) + params["bias"]
+
+
+def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [..., K] @ w [K, M] as one 2-D matmul: on XLA:CPU the gradient of a matmul with
+    several leading axes (dW contracting over T and B) is ~4x slower than the flat one."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + w.shape[-1:])
+
+
+def _recurrent_network(spec: EnvSpec, hidden_sizes, activation, lstm_size, num_values,
+                       log_std_init, shared: bool, unroll: int, stacked: bool) -> Network:
+    """Actor and critic LSTMs (separate, or one shared torso + LSTM with two output layers).
+
+    Shared: the torso and LSTM live in the actor's parameters, the critic holds only its
+    output layer (so its value-loss gradient reaches the shared body through the actor's
+    optimizer chain); the critic's carry is {} and `critic` alone is unavailable.
+    """
+    actor_mod = RecurrentHead(hidden_sizes, activation, lstm_size, spec.action_dim, 0.01)
+    critic_mod = RecurrentHead(hidden_sizes, activation, lstm_size, num_values, 1.0)
+    value_out = _dense(num_values, 1.0, orthogonal_init)
+
+    def initial_carry(batch_size: int):
+        zeros = jnp.zeros((batch_size, lstm_size), jnp.float32)
+        return {"actor": (zeros, zeros), "critic": {} if shared else (zeros, zeros)}
+
+    def init(key):
+        k_actor, k_critic = jax.random.split(key)
+        obs = jnp.zeros((1, spec.obs_dim), jnp.float32)
+        carry = initial_carry(1)["actor"]
+        actor = actor_mod.init(k_actor, obs, carry)
+        if not spec.discrete:
+            log_std = jnp.full((spec.action_dim,), log_std_init, jnp.float32)
+            actor = {"params": {**actor["params"], "log_std": log_std}}
+        if shared:
+            critic = {"params": {"out": value_out.init(k_critic, carry[1])["params"]}}
+        else:
+            critic = critic_mod.init(k_critic, obs, carry)
+        return {"actor": actor, "critic": critic}
+
+    def policy(actor_params, h):
+        out = _linear(actor_params["params"]["out"], h)
+        if spec.discrete:
+            return {"logits": out}
+        return {"mean": out, "log_std": jnp.broadcast_to(actor_params["params"]["log_std"],
+                                                         out.shape)}
+
+    def values(critic_params, h):
+        out = _linear(critic_params["params"]["out"], h)
+        return out[..., 0] if num_values == 1 else out
+
+    def run(nets, obs, reset, carries):
+        """nets: params with "params"; obs, reset: one for all nets, or one per net."""
+        n = len(nets)
+        obs, reset = (x if isinstance(x, list) else [x] * n for x in (obs, reset))
+        return _run_lstms([p["params"] for p in nets], obs, reset, carries, activation, unroll,
+                          stacked)
+
+    def actor(params, obs, reset, carry):
+        hs, (carry,) = run([params], obs, reset, [carry])
+        return policy(params, hs[0]), carry
+
+    def critic(params, obs, reset, carry):
+        if shared:
+            raise ValueError("with lstm_shared the critic runs on the actor's LSTM: use "
+                             "Network.actor_critic or Network.value")
+        hs, (carry,) = run([params], obs, reset, [carry])
+        return values(params, hs[0]), carry
+
+    def actor_critic(params, obs, reset, carry):
+        if shared:
+            hs, (c_actor,) = run([params["actor"]], obs, reset, [carry["actor"]])
+            return (policy(params["actor"], hs[0]), values(params["critic"], hs[0]),
+                    {"actor": c_actor, "critic": {}})
+        hs, (c_actor, c_critic) = run([params["actor"], params["critic"]], obs, reset,
+                                      [carry["actor"], carry["critic"]])
+        return (policy(params["actor"], hs[0]), values(params["critic"], hs[1]),
+                {"actor": c_actor, "critic": c_critic})
+
+    def value(params, obs, reset, carry):
+        if shared:
+            hs, (c_actor,) = run([params["actor"]], obs, reset, [carry["actor"]])
+            return values(params["critic"], hs[0]), {"actor": c_actor, "critic": {}}
+        out, c_critic = critic(params["critic"], obs, reset, carry["critic"])
+        return out, {**carry, "critic": c_critic}
+
+    def bootstrap_step(params, obs, reset, carry, final_obs):
+        if shared:
+            bodies, carries = [params["actor"]] * 2, [carry["actor"]] * 2
+        else:
+            bodies = [params["actor"], params["critic"], params["critic"]]
+            carries = [carry["actor"], carry["critic"], carry["critic"]]
+        obs_in = [obs[None]] * (len(bodies) - 1) + [final_obs[None]]
+        no_reset = jnp.zeros_like(reset)
+        hs, new = run(bodies, obs_in, [reset[None]] * (len(bodies) - 1) + [no_reset[None]],
+                      carries)
+        hs = [h[0] for h in hs]
+        new_carry = {"actor": new[0], "critic": {} if shared else new[1]}
+        dist = policy(params["actor"], hs[0])
+        return (dist, values(params["critic"], hs[-2]), new_carry,
+                values(params["critic"], hs[-1]))
+
+    return Network(init, initial_carry, actor, critic, True, spec.discrete, actor_critic,
+                   value, bootstrap_step)
 
 
 def make_dist(dist_params: dict) -> distrax.Distribution:

@@ -39,7 +39,8 @@ def build(cfg: PPOConfig):
     network = networks.make_network(
         spec, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation, network=cfg.network,
         lstm_size=cfg.lstm_size, critic=cfg.critic, num_quantiles=cfg.num_quantiles,
-        log_std_init=cfg.log_std_init)
+        log_std_init=cfg.log_std_init, lstm_shared=cfg.lstm_shared,
+        lstm_unroll=cfg.lstm_unroll)
     return env, env_params, spec, network
 
 
@@ -82,13 +83,22 @@ def schedule(cfg: PPOConfig, hp: Hyperparams, step: jax.Array) -> Coefs:
                  jnp.maximum(ent, hp.ent_coef_min), vf, bc)
 
 
-def _baseline(value_pred, hp: Hyperparams, cfg: PPOConfig):
-    """(value used by the policy's GAE, mean value used for the critic's targets)."""
+def _baseline(value_pred, hp: Hyperparams, cfg: PPOConfig, cvar=None):
+    """(value used by the policy's GAE, mean value used for the critic's targets).
+
+    Quantile critic [..., N]: (1 − w)·mean + w·CVaR_α, w = risk_weight. CVaR sorts the
+    quantiles (the quantile critic's main cost on CPU), so it is skipped at run time when
+    w = 0, unless already computed (`cvar` [...]).
+    """
     if cfg.critic != "quantile":
         return value_pred, value_pred
     mean = jnp.mean(value_pred, axis=-1)
-    risky = (1.0 - hp.risk_weight) * mean + hp.risk_weight * losses.cvar(value_pred,
-                                                                          hp.cvar_alpha)
+    w = hp.risk_weight
+    if cvar is not None:
+        return (1.0 - w) * mean + w * cvar, mean
+    risky = jax.lax.cond(
+        w == 0, lambda: mean,
+        lambda: (1.0 - w) * mean + w * losses.cvar(value_pred, hp.cvar_alpha))
     return risky, mean
 
 
@@ -98,7 +108,10 @@ def make_batch(cfg: PPOConfig, traj, hp: Hyperparams, value_stats):
     Returns (Batch, updated value statistics, metrics).
     """
     denorm = (lambda x: x) if value_stats is None else value_stats.denormalize
-    baseline, mean_value = _baseline(denorm(traj.value_pred), hp, cfg)
+    cvar = None  # CVaR_α of the quantiles [T, B]: the value_cvar metric and the baseline
+    if cfg.critic == "quantile":
+        cvar = losses.cvar(denorm(traj.value_pred), hp.cvar_alpha)
+    baseline, mean_value = _baseline(denorm(traj.value_pred), hp, cfg, cvar)
     next_baseline, next_mean = _baseline(denorm(traj.next_value_pred), hp, cfg)
     gae = lambda v, nv: adv_lib.gae(traj.reward, v, nv, traj.terminated, traj.done, hp.gamma,
                                     hp.gae_lambda)
@@ -130,7 +143,7 @@ def make_batch(cfg: PPOConfig, traj, hp: Hyperparams, value_stats):
                "value_mean": jnp.mean(mean_value), "return_mean": jnp.mean(targets),
                "explained_variance": _explained_variance(mean_value, targets)}
     if cfg.critic == "quantile":
-        metrics["value_cvar"] = jnp.mean(losses.cvar(traj.value_pred, hp.cvar_alpha))
+        metrics["value_cvar"] = jnp.mean(cvar)
     return batch, value_stats, metrics
 
 
@@ -175,9 +188,7 @@ def make_update_step(cfg: PPOConfig, built) -> Callable[[TrainState], tuple[Trai
             vf_coef=coefs.vf_coef, clip_eps=hp.clip_eps,
             nonfinite_grad_count=nonfinite_grad_count(opt_state).astype(jnp.float32),
             nonfinite_env_count=roll.nonfinite_env)
-        if network.recurrent:
-            metrics.update(lstm_actor_norm=roll.lstm_actor_norm,
-                           lstm_critic_norm=roll.lstm_critic_norm)
+        metrics.update(roll.lstm)  # LSTM hidden-state statistics ({} for an MLP)
         state = state._replace(
             params=params, opt_state=opt_state, rng=rng, step=step,
             norm=state.norm._replace(value=value_stats),

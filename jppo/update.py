@@ -50,10 +50,12 @@ class Coefs(NamedTuple):
 
 def loss_fn(params, mb: Batch, carry0, cfg: PPOConfig, network: networks.Network,
             hp: Hyperparams, coefs: Coefs):
-    """Total PPO loss of a minibatch [T', B', ...] and its metrics."""
-    dist_params, _ = network.actor(params["actor"], mb.obs, mb.episode_start, carry0["actor"])
-    value_pred, _ = network.critic(params["critic"], mb.obs, mb.episode_start,
-                                   carry0["critic"])
+    """Total PPO loss of a minibatch [T', B', ...] and its metrics.
+
+    `carry0` holds the recurrent carries ([B', H] leaves) before the minibatch's first step.
+    """
+    dist_params, value_pred, _ = network.actor_critic(params, mb.obs, mb.episode_start,
+                                                      carry0)
     dist = networks.make_dist(dist_params)
     log_prob = dist.log_prob(mb.action)
     entropy = jnp.mean(dist.entropy())
@@ -87,11 +89,35 @@ def loss_fn(params, mb: Batch, carry0, cfg: PPOConfig, network: networks.Network
     return total, aux
 
 
+def _sequences(batch: Batch, chunk_carries, cfg: PPOConfig):
+    """Recurrent batch as sequences of one chunk each: leaves [L, C·B, ...], carries [C·B, H].
+
+    The rollout kept the carry at the start of each of the C = T / L chunks ([C, B, H]
+    leaves); chunk c of env b becomes sequence c·B + b, re-evaluated from its stored carry
+    (truncated BPTT over chunks). With one chunk (the default) this is the batch itself.
+    """
+    num_chunks = jax.tree.leaves(chunk_carries)[0].shape[0]
+    if num_chunks == 1:
+        return batch, jax.tree.map(lambda x: x[0], chunk_carries)
+    length = cfg.num_steps // num_chunks
+
+    def split(x):  # [T, B, ...] -> [L, C*B, ...]
+        x = x.reshape((num_chunks, length) + x.shape[1:])
+        return jnp.swapaxes(x, 0, 1).reshape((length, -1) + x.shape[3:])
+
+    merge = lambda x: x.reshape((-1,) + x.shape[2:])  # [C, B, H] -> [C*B, H]
+    return jax.tree.map(split, batch), jax.tree.map(merge, chunk_carries)
+
+
 def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool):
-    """Shuffle and split one epoch: leaves [M, T', B', ...] and carries [M, B', H]."""
-    if recurrent:  # whole env sequences: split the env axis
-        perm = jax.random.permutation(key, cfg.num_envs)
-        size = cfg.num_envs // cfg.num_minibatches
+    """Shuffle and split one epoch: leaves [M, T', B', ...] and carries [M, B', H].
+
+    Recurrent: `batch` and `carry0` come from `_sequences`; minibatches are whole sequences.
+    """
+    if recurrent:  # whole sequences: split the sequence (env) axis
+        num_seqs = batch.obs.shape[1]
+        perm = jax.random.permutation(key, num_seqs)
+        size = num_seqs // cfg.num_minibatches
 
         def split(x):
             x = jnp.take(x, perm, axis=1)
@@ -148,6 +174,9 @@ def update(cfg: PPOConfig, network: networks.Network, params, opt_state, batch: 
         new = _EpochCarry(keep(params, c.params), keep(opt_state, c.opt_state), skip,
                           c.applied + jnp.where(skip, 0.0, 1.0))
         return new, (aux, weight)
+
+    if network.recurrent:
+        batch, carry0 = _sequences(batch, carry0, cfg)
 
     def epoch(c: _EpochCarry, k):
         mbs = _minibatches(batch, carry0, k, cfg, network.recurrent)
