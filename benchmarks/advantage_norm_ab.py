@@ -71,10 +71,19 @@ def _original_units(metrics, cfg):
     return ret
 
 
-def run_all(args):
+def run_all(args, partial: Path):
+    """Train every configuration; each finished run is saved to `partial` at once, and runs
+    already there (same seeds and budgets) are skipped, so an interrupted sweep resumes."""
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
+    done = json.loads(partial.read_text()) if partial.exists() else {}
     rows, curves = [], {}
     for panel, label, cfg in _configs(args):
+        name = f"{panel}|{label}"
+        tag = f"{args.seeds}|{args.seed}|{cfg.total_timesteps}"
+        if name in done and done[name]["tag"] == tag:
+            rows.append(done[name]["row"])
+            curves.update({k: np.asarray(v) for k, v in done[name]["curves"].items()})
+            continue
         start = time.perf_counter()
         metrics = jax.device_get(jppo.train_seeds(cfg, keys).metrics)
         seconds = time.perf_counter() - start
@@ -91,10 +100,12 @@ def run_all(args):
                    explained_variance=float(np.mean(metrics["explained_variance"][:, -tail:])),
                    finite=finite, seconds=seconds, steps=cfg.num_updates * cfg.batch_size)
         rows.append(row)
-        name = f"{panel}|{label}"
-        curves[name + "|t"] = np.asarray(metrics["timesteps"][0], np.float64)
-        curves[name + "|mean"] = ret.mean(0)
-        curves[name + "|std"] = ret.std(0)
+        run_curves = {name + "|t": np.asarray(metrics["timesteps"][0], np.float64),
+                      name + "|mean": ret.mean(0), name + "|std": ret.std(0)}
+        curves.update(run_curves)
+        done[name] = dict(tag=tag, row=row,
+                          curves={k: v.tolist() for k, v in run_curves.items()})
+        partial.write_text(json.dumps(done))
         print(json.dumps(row), flush=True)
     return rows, curves
 
@@ -172,7 +183,7 @@ def main(argv=None):
         record = json.loads(saved.read_text())
         curves = dict(np.load(npz))
     else:
-        rows, curves = run_all(args)
+        rows, curves = run_all(args, args.out / "advantage_norm_ab.partial.json")
         steps = dict(cartpole=("CartPole", args.cartpole_steps),
                      pendulum=("Pendulum", args.pendulum_steps),
                      scaled=("scaled CartPole", args.scaled_steps))

@@ -66,7 +66,7 @@ def main(argv=None):
     settings = _settings(args.chunks, args.unrolls, args.shared)
     sps, compile_s = {}, {}
     for n in args.sizes:
-        updates = args.updates or (max(2, min(16, 4096 // n)) if on_cpu else 32)
+        updates = args.updates or (max(1, min(16, 1024 // n)) if on_cpu else 32)
         for name, overrides in settings:
             s, c, run = measure(n, updates, args.repeats, **overrides)
             sps[name, n], compile_s[name, n] = s, c
