@@ -49,7 +49,10 @@ def init_state(cfg: PPOConfig, key: jax.Array, hyperparams: Hyperparams | None =
     """A fresh TrainState: initialized networks, optimizer, statistics and environments."""
     env, env_params, spec, network = built or build(cfg)
     k_net, k_env, k_run = jax.random.split(as_key(key), 3)
-    params = network.init(k_net)
+    # Under vmap (seeds, sweeps) run the initializers one member at a time: jaxlib's batched
+    # QR (LAPACK geqrf behind the orthogonal initializer) intermittently hangs on CPU, and
+    # each member then gets exactly the parameters an unbatched run would.
+    params = jax.custom_batching.sequential_vmap(network.init)(k_net)
     obs, env_state = envs.reset(env, env_params, jax.random.split(k_env, cfg.num_envs))
     norm = NormState(
         obs=RunningMeanStd.init((spec.obs_dim,)) if cfg.normalize_obs else None,
