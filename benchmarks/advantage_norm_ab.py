@@ -110,6 +110,13 @@ def run_all(args, partial: Path):
     return rows, curves
 
 
+def _smooth(x, fraction=0.01):
+    """Moving average over `fraction` of the points (edges averaged over what exists)."""
+    window = max(1, int(len(x) * fraction))
+    kernel = np.ones(window)
+    return np.convolve(x, kernel, "same") / np.convolve(np.ones_like(x), kernel, "same")
+
+
 def plot(curves, path: Path):
     import matplotlib
 
@@ -117,12 +124,14 @@ def plot(curves, path: Path):
     import matplotlib.pyplot as plt
 
     panels = list(dict.fromkeys(k.split("|")[0] for k in curves))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         labels = list(dict.fromkeys(k.split("|")[1] for k in curves if k.startswith(panel + "|")))
         for label in labels:
             name = f"{panel}|{label}"
             t, mean, std = (curves[f"{name}|{s}"] for s in ("t", "mean", "std"))
+            first = int(np.argmax((mean != 0) | (std != 0)))  # 0 until an episode has ended
+            t, mean, std = t[first:], _smooth(mean[first:]), _smooth(std[first:])
             (line,) = ax.plot(t, mean, label=label, lw=1.4)
             ax.fill_between(t, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_title(panel)
@@ -130,7 +139,8 @@ def plot(curves, path: Path):
         ax.set_ylabel("episode return" + (" (original units)" if "reward" in panel else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Advantage normalization A/B: mean ± std over seeds")
+    fig.suptitle("Advantage normalization A/B: mean ± std over seeds "
+                 "(moving average over 1 % of updates)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -193,6 +203,7 @@ def main(argv=None):
         record = dict(header=header(), budget=budget, rows=rows)
         np.savez_compressed(npz, **curves)
         saved.write_text(json.dumps(record, indent=1))
+        (args.out / "advantage_norm_ab.partial.json").unlink(missing_ok=True)  # complete
     plot(curves, png)
     notes = args.out / "advantage_norm_ab_notes.md"  # hand-written reading of the numbers
     notes = notes.read_text().strip() + "\n\n" if notes.exists() else ""
