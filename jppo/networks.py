@@ -6,6 +6,12 @@ time-major sequence — observations `[T, B, obs_dim]`, episode-start flags `res
 a recurrent carry — so feed-forward and recurrent policies share one interface (an MLP ignores
 `reset` and the carry; its carry is the empty dict).
 
+Recurrent networks (`network="lstm"`, SPEC §3.13) are MLP torso -> LSTM -> linear layer,
+their parameters laid out as flax's `OptimizedLSTMCell`'s. For speed the torsos and the
+LSTMs' input projections run for all steps at once, actor and critic LSTMs step together in
+one `lax.scan` (`lstm_scan`, with a hand-written backward pass), and the carry is reset to
+the initial (zero) state at every step whose `reset` flag is set (benchmarks/NOTES.md).
+
 Initialization follows PPO practice: orthogonal weights (gain sqrt(2) in the torso, 0.01 on
 the policy head, 1.0 on the value head), zero biases; a state-independent learnable `log_std`
 for continuous actions, initialized at `log_std_init`.
