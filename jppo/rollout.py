@@ -171,10 +171,6 @@ def rollout(cfg: PPOConfig, env, env_params, spec: envs.EnvSpec, network: networ
     else:
         c, (out, chunk_carries) = jax.lax.scan(chunk, init, None, cfg.num_steps // chunk_len)
         traj, extra = jax.tree.map(lambda x: x.reshape((cfg.num_steps,) + x.shape[2:]), out)
-    if obs_stats is not None:
-        obs_stats_next = c.obs_stats_next
-    else:
-        obs_stats_next = None
     if network.recurrent:  # step t+1 computed V(final obs of step t); the last one here
         last, _ = network.value(params, c.final_in[None], jnp.zeros((1, cfg.num_envs), bool),
                                 c.net_carry)
@@ -194,5 +190,5 @@ def rollout(cfg: PPOConfig, env, env_params, spec: envs.EnvSpec, network: networ
     new_state = state._replace(
         env_state=c.env_state, obs=c.obs, episode_start=c.episode_start, carry=c.net_carry,
         episodes=episodes,
-        norm=NormState(obs_stats_next, c.reward_norm, state.norm.value))
+        norm=NormState(c.obs_stats_next, c.reward_norm, state.norm.value))
     return new_state, traj, chunk_carries, s
