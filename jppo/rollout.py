@@ -65,11 +65,11 @@ def _hidden_stats(sums, num_steps: int) -> dict:
     and lstm_{net}_std over all entries of h. A shared LSTM reports the same numbers as
     both actor and critic.
     """
+    if not sums:  # MLP
+        return {}
     out = {}
     for net in ("actor", "critic"):
-        s, s2 = sums.get(net, sums.get("actor", (None, None)))
-        if s is None:
-            return {}
+        s, s2 = sums.get(net, sums["actor"])  # [B, H] each; shared: the actor's LSTM
         count = num_steps * s.shape[0]
         mean = jnp.sum(s) / (count * s.shape[1])
         out[f"lstm_{net}_norm"] = jnp.sqrt(jnp.sum(s2) / count)
