@@ -12,6 +12,19 @@ SMALL_PENDULUM = jppo.PPOConfig(env="Pendulum-v1", total_timesteps=512, num_envs
                                 num_steps=32)
 
 
+def fresh_rollout(cfg, key=0):
+    """One real rollout of `cfg` from fresh parameters: (network, state, traj, carry0)."""
+    from jppo import trainer
+    from jppo.rollout import rollout
+
+    built = trainer.build(cfg)
+    env, env_params, spec, network = built
+    state = trainer.init_state(cfg, jax.random.key(key), built=built)
+    state, traj, carry0, _ = rollout(cfg, env, env_params, spec, network, state,
+                                     jax.random.key(key + 1))
+    return network, state, traj, carry0
+
+
 def final_return(metrics, fraction=0.05):
     """Mean episode return of the last `fraction` of updates (averaged over seeds)."""
     returns = jax.device_get(metrics["episode_return"])

@@ -17,26 +17,15 @@ from jppo import envs
 from jppo import trainer as train_lib
 from jppo.envs.wrappers import ScaledReward
 from jppo.optim import make_optimizer
-from jppo.rollout import rollout
 from jppo.update import loss_fn, update
-from tests.conftest import SMALL
+from tests.conftest import SMALL, fresh_rollout
 
 MODES = ("batch", "minibatch", "group", "robust", "scale", "none")
 
 
-def _rollout(cfg, key=0):
-    """A real rollout of `cfg` from fresh parameters: (network, state, traj, carry0)."""
-    built = train_lib.build(cfg)
-    env, env_params, spec, network = built
-    state = train_lib.init_state(cfg, jax.random.key(key), built=built)
-    state, traj, carry0, _ = rollout(cfg, env, env_params, spec, network, state,
-                                     jax.random.key(key + 1))
-    return network, state, traj, carry0
-
-
 @pytest.fixture(scope="module")
 def small_rollout():
-    return _rollout(SMALL)
+    return fresh_rollout(SMALL)
 
 
 def _hp(cfg, floor, clip):
@@ -153,7 +142,7 @@ KL_CFG = SMALL  # 4 epochs x 4 minibatches of 32 transitions
 
 @pytest.fixture(scope="module")
 def kl_setup():
-    network, state, traj, carry0 = _rollout(KL_CFG, key=5)
+    network, state, traj, carry0 = fresh_rollout(KL_CFG, key=5)
     batch = train_lib.make_batch(KL_CFG, traj, state.hyperparams, None)[0]
     coefs = train_lib.schedule(KL_CFG, state.hyperparams, state.step)
     return network, state, batch, carry0, coefs

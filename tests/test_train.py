@@ -11,9 +11,8 @@ import pytest
 import jppo
 from jppo import networks, optim
 from jppo import trainer as train_lib
-from jppo.rollout import rollout
 from jppo.update import update
-from tests.conftest import SMALL, SMALL_PENDULUM
+from tests.conftest import SMALL, SMALL_PENDULUM, fresh_rollout
 
 SPEC_METRICS = (
     "timesteps", "episode_return", "episode_length", "episodes_completed", "policy_loss",
@@ -101,11 +100,7 @@ def test_log_std_initialized_at_config_value():
 @functools.lru_cache(maxsize=None)
 def _one_batch(cfg, key=0):
     """A real rollout batch and everything `update` needs, outside jit."""
-    built = train_lib.build(cfg)
-    env, env_params, spec, network = built
-    state = train_lib.init_state(cfg, jax.random.key(key), built=built)
-    state, traj, carry0, _ = rollout(cfg, env, env_params, spec, network, state,
-                                     jax.random.key(key + 1))
+    network, state, traj, carry0 = fresh_rollout(cfg, key)
     batch, _, _ = train_lib.make_batch(cfg, traj, state.hyperparams, None)
     coefs = train_lib.schedule(cfg, state.hyperparams, state.step)
     return network, state, batch, carry0, coefs
