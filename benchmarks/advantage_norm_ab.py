@@ -1,4 +1,4 @@
-"""A/B test of the advantage-normalization modes (issue 3; seeds/ppo_recommended_fixes, test 3).
+"""A/B test of the advantage-normalization modes.
 
 Every `adv_norm` mode x `--seeds` seeds, one vmapped program (`jppo.train_seeds`) per mode, on
 CartPole-v1 (default config) and Pendulum-v1 (its preset); then the kl_explosion regime —
@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gymnax  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from common import header, markdown_table, write_section  # noqa: E402
 
 import jppo  # noqa: E402
-from common import header, markdown_table, write_section  # noqa: E402
 from jppo.envs.wrappers import ScaledReward  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -56,8 +56,12 @@ def _configs(args):
         panel = f"CartPole-v1, reward x{SCALE:g}{SHIFT:+g}"
         for nvt in (True, False):
             for mode in ("batch", "none"):
-                cfg = jppo.PPOConfig(env=env, total_timesteps=args.scaled_steps, adv_norm=mode,
-                                     normalize_value_targets=nvt)
+                cfg = jppo.PPOConfig(
+                    env=env,
+                    total_timesteps=args.scaled_steps,
+                    adv_norm=mode,
+                    normalize_value_targets=nvt,
+                )
                 runs.append((panel, f"{mode}, value norm {'on' if nvt else 'off'}", cfg))
     return runs
 
@@ -91,20 +95,29 @@ def run_all(args, partial: Path):
         tail = max(1, int(TAIL * ret.shape[-1]))
         final = ret[:, -tail:].mean(-1)  # [seeds]
         finite = all(np.all(np.isfinite(v)) for v in metrics.values())
-        row = dict(panel=panel, label=label, final_mean=float(final.mean()),
-                   final_std=float(final.std()), final_min=float(final.min()),
-                   approx_kl=float(np.mean(metrics["approx_kl"])),
-                   approx_kl_max=float(np.max(metrics["approx_kl"])),
-                   clip_fraction=float(np.mean(metrics["clip_fraction"])),
-                   grad_norm=float(np.median(metrics["grad_norm"])),
-                   explained_variance=float(np.mean(metrics["explained_variance"][:, -tail:])),
-                   finite=finite, seconds=seconds, steps=cfg.num_updates * cfg.batch_size)
+        row = dict(
+            panel=panel,
+            label=label,
+            final_mean=float(final.mean()),
+            final_std=float(final.std()),
+            final_min=float(final.min()),
+            approx_kl=float(np.mean(metrics["approx_kl"])),
+            approx_kl_max=float(np.max(metrics["approx_kl"])),
+            clip_fraction=float(np.mean(metrics["clip_fraction"])),
+            grad_norm=float(np.median(metrics["grad_norm"])),
+            explained_variance=float(np.mean(metrics["explained_variance"][:, -tail:])),
+            finite=finite,
+            seconds=seconds,
+            steps=cfg.num_updates * cfg.batch_size,
+        )
         rows.append(row)
-        run_curves = {name + "|t": np.asarray(metrics["timesteps"][0], np.float64),
-                      name + "|mean": ret.mean(0), name + "|std": ret.std(0)}
+        run_curves = {
+            name + "|t": np.asarray(metrics["timesteps"][0], np.float64),
+            name + "|mean": ret.mean(0),
+            name + "|std": ret.std(0),
+        }
         curves.update(run_curves)
-        done[name] = dict(tag=tag, row=row,
-                          curves={k: v.tolist() for k, v in run_curves.items()})
+        done[name] = dict(tag=tag, row=row, curves={k: v.tolist() for k, v in run_curves.items()})
         partial.write_text(json.dumps(done))
         print(json.dumps(row), flush=True)
     return rows, curves
@@ -139,8 +152,9 @@ def plot(curves, path: Path):
         ax.set_ylabel("episode return" + (" (original units)" if "reward" in panel else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Advantage normalization A/B: mean ± std over seeds "
-                 "(moving average over 1 % of updates)")
+    fig.suptitle(
+        "Advantage normalization A/B: mean ± std over seeds (moving average over 1 % of updates)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -151,39 +165,71 @@ def summary(rows) -> str:
     lines = []
     for panel in dict.fromkeys(r["panel"] for r in rows):
         ranked = sorted((r for r in rows if r["panel"] == panel), key=lambda r: -r["final_mean"])
-        lines.append(f"- {panel}: " + " > ".join(
-            f"{r['label']} {r['final_mean']:.1f}" for r in ranked))
+        lines.append(
+            f"- {panel}: " + " > ".join(f"{r['label']} {r['final_mean']:.1f}" for r in ranked)
+        )
     return "Ranking by mean final return:\n" + "\n".join(lines)
 
 
 def table(rows) -> str:
     out = []
     for r in rows:
-        out.append((r["panel"], r["label"], f"{r['final_mean']:.1f} ± {r['final_std']:.1f}",
-                    f"{r['final_min']:.1f}", f"{r['approx_kl']:.5f}", f"{r['approx_kl_max']:.4f}",
-                    f"{r['clip_fraction']:.4f}", f"{r['grad_norm']:.3g}",
-                    f"{r['explained_variance']:.2f}", "yes" if r["finite"] else "NO",
-                    f"{r['steps']:,}", f"{r['seconds']:.0f}"))
-    return markdown_table(("env", "adv_norm", "final return (mean ± std)", "worst seed",
-                           "approx_kl (mean)", "approx_kl (max)", "clip_fraction",
-                           "grad_norm (median)", "expl. var. (final)", "finite", "steps/seed",
-                           "wall s"), out)
+        out.append(
+            (
+                r["panel"],
+                r["label"],
+                f"{r['final_mean']:.1f} ± {r['final_std']:.1f}",
+                f"{r['final_min']:.1f}",
+                f"{r['approx_kl']:.5f}",
+                f"{r['approx_kl_max']:.4f}",
+                f"{r['clip_fraction']:.4f}",
+                f"{r['grad_norm']:.3g}",
+                f"{r['explained_variance']:.2f}",
+                "yes" if r["finite"] else "NO",
+                f"{r['steps']:,}",
+                f"{r['seconds']:.0f}",
+            )
+        )
+    return markdown_table(
+        (
+            "env",
+            "adv_norm",
+            "final return (mean ± std)",
+            "worst seed",
+            "approx_kl (mean)",
+            "approx_kl (max)",
+            "clip_fraction",
+            "grad_norm (median)",
+            "expl. var. (final)",
+            "finite",
+            "steps/seed",
+            "wall s",
+        ),
+        out,
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="PRNG key of the seed batch")
-    parser.add_argument("--envs", nargs="+", default=["cartpole", "pendulum", "scaled"],
-                        choices=["cartpole", "pendulum", "scaled"])
+    parser.add_argument(
+        "--envs",
+        nargs="+",
+        default=["cartpole", "pendulum", "scaled"],
+        choices=["cartpole", "pendulum", "scaled"],
+    )
     parser.add_argument("--cartpole-steps", type=int, default=500_000)
     parser.add_argument("--pendulum-steps", type=int, default=1_000_000)
     parser.add_argument("--scaled-steps", type=int, default=500_000)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md alone")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rebuild the PNG, table and RESULTS.md section from the saved "
-                             ".json/.npz (e.g. after editing advantage_norm_ab_notes.md)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the PNG, table and RESULTS.md section from the saved "
+        ".json/.npz (e.g. after editing advantage_norm_ab_notes.md)",
+    )
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -194,12 +240,17 @@ def main(argv=None):
         curves = dict(np.load(npz))
     else:
         rows, curves = run_all(args, args.out / "advantage_norm_ab.partial.json")
-        steps = dict(cartpole=("CartPole", args.cartpole_steps),
-                     pendulum=("Pendulum", args.pendulum_steps),
-                     scaled=("scaled CartPole", args.scaled_steps))
-        budget = (f"{args.seeds} seeds (key {args.seed}) per mode, one vmapped program each; "
-                  "steps per seed: " + ", ".join(f"{steps[e][0]} {steps[e][1]:,}"
-                                                 for e in args.envs) + ".")
+        steps = dict(
+            cartpole=("CartPole", args.cartpole_steps),
+            pendulum=("Pendulum", args.pendulum_steps),
+            scaled=("scaled CartPole", args.scaled_steps),
+        )
+        budget = (
+            f"{args.seeds} seeds (key {args.seed}) per mode, one vmapped program each; "
+            "steps per seed: "
+            + ", ".join(f"{steps[e][0]} {steps[e][1]:,}" for e in args.envs)
+            + "."
+        )
         record = dict(header=header(), budget=budget, rows=rows)
         np.savez_compressed(npz, **curves)
         saved.write_text(json.dumps(record, indent=1))
@@ -207,15 +258,19 @@ def main(argv=None):
     plot(curves, png)
     notes = args.out / "advantage_norm_ab_notes.md"  # hand-written reading of the numbers
     notes = notes.read_text().strip() + "\n\n" if notes.exists() else ""
-    method = (f"Final return = mean of the last {TAIL:.0%} of updates per seed (original "
-              "units for the scaled env); approx_kl (k3) and clip_fraction averaged over all "
-              "updates and seeds; grad_norm = combined actor+critic norm before clipping "
-              "(median over updates). Group mode: contiguous env blocks (2 on CartPole, 4 on "
-              "Pendulum). Wall time includes compilation.")
-    text = (f"### Advantage normalization A/B (`benchmarks/advantage_norm_ab.py`)\n\n"
-            f"{record['header']}\n\n{record['budget']} {method}\n\n"
-            f"{summary(record['rows'])}\n\n{notes}{table(record['rows'])}\n\n"
-            f"![curves](results/{png.name})\n")
+    method = (
+        f"Final return = mean of the last {TAIL:.0%} of updates per seed (original "
+        "units for the scaled env); approx_kl (k3) and clip_fraction averaged over all "
+        "updates and seeds; grad_norm = combined actor+critic norm before clipping "
+        "(median over updates). Group mode: contiguous env blocks (2 on CartPole, 4 on "
+        "Pendulum). Wall time includes compilation."
+    )
+    text = (
+        f"### Advantage normalization A/B (`benchmarks/advantage_norm_ab.py`)\n\n"
+        f"{record['header']}\n\n{record['budget']} {method}\n\n"
+        f"{summary(record['rows'])}\n\n{notes}{table(record['rows'])}\n\n"
+        f"![curves](results/{png.name})\n"
+    )
     (args.out / "advantage_norm_ab.md").write_text(text.replace("](results/", "]("))
     print(text)
     if not args.no_write:

@@ -1,4 +1,4 @@
-"""The recurrent policy on the POMDP: LSTM vs MLP on CartPole-masked (issue 6, item 3).
+"""The recurrent policy on the POMDP: LSTM vs MLP on CartPole-masked.
 
 CartPole with the velocities hidden (observation [x, theta]). The `CartPole-masked` preset
 (LSTM) and the MLP with the same settings and budget (1M steps), 4 seeds vmapped in one
@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from common import header, markdown_table, write_section  # noqa: E402
 
 import jppo  # noqa: E402
-from common import header, markdown_table, write_section  # noqa: E402
 
 
 def run(cfg: jppo.PPOConfig, seeds: int):
@@ -54,23 +54,44 @@ def main(argv=None):
     for name, cfg in settings:
         per_seed, at_100k, wall = run(cfg, args.seeds)
         finals[name] = per_seed.mean()
-        rows.append((name, f"{per_seed.mean():.1f}", ", ".join(f"{r:.1f}" for r in per_seed),
-                     f"{at_100k:.1f}", f"{wall:.0f}"))
+        rows.append(
+            (
+                name,
+                f"{per_seed.mean():.1f}",
+                ", ".join(f"{r:.1f}" for r in per_seed),
+                f"{at_100k:.1f}",
+                f"{wall:.0f}",
+            )
+        )
         print(name, rows[-1], flush=True)
     mlp = finals["MLP"]
-    verdicts = [f"- {name}: {value:.1f} vs MLP {mlp:.1f} ({value / max(mlp, 1e-9):.1f}x): "
-                f"**{'PASS' if value >= 400 and value >= 2 * mlp else 'FAIL'}**"
-                for name, value in finals.items() if name != "MLP"]
-    table = markdown_table(("policy", "final return (mean)", "per seed", "return at 100k steps",
-                            "wall s (incl. compile)"), rows)
-    text = (f"### LSTM vs MLP on CartPole-masked ({jax.default_backend()})\n\n{header()} "
-            f"`PPOConfig.preset(\"CartPole-masked\")` ({lstm.total_timesteps:,} steps, "
-            f"{lstm.num_envs} envs x {lstm.num_steps} steps, {lstm.update_epochs} epochs x "
-            f"{lstm.num_minibatches} minibatches, lr {lstm.learning_rate}, chunk "
-            f"{lstm.lstm_chunk_len}); the MLP with the "
-            f"same settings; {args.seeds} seeds vmapped (keys split from key(0)); final return "
-            f"= mean of the last 5 % of updates. Pass: >= 400 and >= 2x the MLP.\n\n{table}\n\n"
-            + "\n".join(verdicts) + "\n")
+    verdicts = [
+        f"- {name}: {value:.1f} vs MLP {mlp:.1f} ({value / max(mlp, 1e-9):.1f}x): "
+        f"**{'PASS' if value >= 400 and value >= 2 * mlp else 'FAIL'}**"
+        for name, value in finals.items()
+        if name != "MLP"
+    ]
+    table = markdown_table(
+        (
+            "policy",
+            "final return (mean)",
+            "per seed",
+            "return at 100k steps",
+            "wall s (incl. compile)",
+        ),
+        rows,
+    )
+    text = (
+        f"### LSTM vs MLP on CartPole-masked ({jax.default_backend()})\n\n{header()} "
+        f'`PPOConfig.preset("CartPole-masked")` ({lstm.total_timesteps:,} steps, '
+        f"{lstm.num_envs} envs x {lstm.num_steps} steps, {lstm.update_epochs} epochs x "
+        f"{lstm.num_minibatches} minibatches, lr {lstm.learning_rate}, chunk "
+        f"{lstm.lstm_chunk_len}); the MLP with the "
+        f"same settings; {args.seeds} seeds vmapped (keys split from key(0)); final return "
+        f"= mean of the last 5 % of updates. Pass: >= 400 and >= 2x the MLP.\n\n{table}\n\n"
+        + "\n".join(verdicts)
+        + "\n"
+    )
     print(text)
     if not args.no_write:
         write_section(f"lstm-masked-cartpole-{jax.default_backend()}", text)

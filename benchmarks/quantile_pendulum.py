@@ -1,4 +1,4 @@
-"""Pendulum-v1 preset: the quantile critic's final return vs the scalar critic's (issue 5).
+"""Pendulum-v1 preset: the quantile critic's final return vs the scalar critic's.
 
 Both run the preset (1M steps, 4 seeds in one vmapped program each, the same keys); the final
 return is the mean episode return of the last 5 % of updates over the seeds. The check is
@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from common import header, markdown_table, write_section  # noqa: E402
 
 import jppo  # noqa: E402
-from common import header, markdown_table, write_section  # noqa: E402
 
 
 def run(critic: str, seeds: int, key: int):
@@ -48,19 +48,30 @@ def main(argv=None):
     for critic in ("scalar", "quantile"):
         per_seed, wall = run(critic, args.seeds, args.key)
         finals[critic] = float(per_seed.mean())
-        rows.append((critic, f"{finals[critic]:.1f}",
-                     ", ".join(f"{x:.1f}" for x in per_seed), f"{wall:.0f}"))
-        print(f"{critic}: final {finals[critic]:.1f} per seed {np.round(per_seed, 1)} "
-              f"({wall:.0f} s incl. compile)", flush=True)
+        rows.append(
+            (
+                critic,
+                f"{finals[critic]:.1f}",
+                ", ".join(f"{x:.1f}" for x in per_seed),
+                f"{wall:.0f}",
+            )
+        )
+        print(
+            f"{critic}: final {finals[critic]:.1f} per seed {np.round(per_seed, 1)} "
+            f"({wall:.0f} s incl. compile)",
+            flush=True,
+        )
     gap = abs(finals["quantile"] - finals["scalar"]) / abs(finals["scalar"])
     verdict = "PASS" if gap <= 0.10 else "FAIL"
     table = markdown_table(("critic", "final return (mean)", "per seed", "wall s"), rows)
-    text = (f"### Quantile vs scalar critic, Pendulum-v1 preset ({jax.default_backend()})\n\n"
-            f"{header()} Preset settings (1M steps, normalize_reward), {args.seeds} seeds "
-            f"vmapped (keys split from key({args.key})), final return = mean of the last 5 % "
-            f"of updates; wall time includes compile.\n\n{table}\n\n"
-            f"|quantile − scalar| / |scalar| = {100 * gap:.1f} % (≤ 10 % required): "
-            f"**{verdict}**.\n")
+    text = (
+        f"### Quantile vs scalar critic, Pendulum-v1 preset ({jax.default_backend()})\n\n"
+        f"{header()} Preset settings (1M steps, normalize_reward), {args.seeds} seeds "
+        f"vmapped (keys split from key({args.key})), final return = mean of the last 5 % "
+        f"of updates; wall time includes compile.\n\n{table}\n\n"
+        f"|quantile − scalar| / |scalar| = {100 * gap:.1f} % (≤ 10 % required): "
+        f"**{verdict}**.\n"
+    )
     print(text)
     if not args.no_write:
         write_section(f"quantile-pendulum-{jax.default_backend()}", text)

@@ -20,14 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
+from common import header, markdown_table, time_compiled, write_section  # noqa: E402
 
 import jppo  # noqa: E402
-from common import header, markdown_table, time_compiled, write_section  # noqa: E402
 
 
 def measure(num_envs: int, updates: int, repeats: int, **overrides):
-    cfg = jppo.PPOConfig(num_envs=num_envs, total_timesteps=updates * num_envs * 128,
-                         **overrides)
+    cfg = jppo.PPOConfig(num_envs=num_envs, total_timesteps=updates * num_envs * 128, **overrides)
     compile_s, run_s = time_compiled(jppo.make_train(cfg), jax.random.key(0), repeats=repeats)
     steps = cfg.num_updates * cfg.batch_size
     return steps / run_s, compile_s, run_s
@@ -37,17 +36,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 64, 512, 2048])
-    parser.add_argument("--updates", type=int, default=None,
-                        help="updates per timed run (default: 32 on GPU; on CPU fewer at "
-                             "large sizes so a run takes seconds)")
+    parser.add_argument(
+        "--updates",
+        type=int,
+        default=None,
+        help="updates per timed run (default: 32 on GPU; on CPU fewer at "
+        "large sizes so a run takes seconds)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--network", default="mlp")
     parser.add_argument("--critic", default="scalar")
     parser.add_argument("--lstm-chunk-len", type=int, default=None)
     parser.add_argument("--lstm-unroll", type=int, default=None)
     parser.add_argument("--lstm-shared", action="store_true")
-    parser.add_argument("--normalize", action="store_true",
-                        help="normalize_obs and normalize_reward on")
+    parser.add_argument(
+        "--normalize", action="store_true", help="normalize_obs and normalize_reward on"
+    )
     parser.add_argument("--label", default=None, help="RESULTS.md section name")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -67,17 +71,21 @@ def main(argv=None):
         updates = args.updates or (max(2, min(32, 16384 // n)) if on_cpu else 32)
         sps, compile_s, run_s = measure(n, updates, args.repeats, **overrides)
         rows.append((n, updates, f"{sps:,.0f}", f"{run_s:.3f}", f"{compile_s:.2f}"))
-        print(f"num_envs={n:5d} updates={updates:3d} SPS={sps:>13,.0f} "
-              f"run={run_s:.3f}s compile={compile_s:.2f}s", flush=True)
+        print(
+            f"num_envs={n:5d} updates={updates:3d} SPS={sps:>13,.0f} "
+            f"run={run_s:.3f}s compile={compile_s:.2f}s",
+            flush=True,
+        )
     label = args.label or f"throughput-{args.network}-{args.critic}"
-    table = markdown_table(("num_envs", "updates", "steps/s", "run s (median)", "compile s"),
-                           rows)
+    table = markdown_table(("num_envs", "updates", "steps/s", "run s (median)", "compile s"), rows)
     lstm = {k: v for k, v in overrides.items() if k.startswith("lstm_")}
     lstm_desc = "".join(f", {k}={v}" for k, v in lstm.items()) if args.network == "lstm" else ""
-    text = (f"### {label} on {jax.default_backend()}: {args.env}, network={args.network}, "
-            f"critic={args.critic}{lstm_desc}{', normalized' if args.normalize else ''}\n\n"
-            f"{header()} 128 steps, 4 epochs x 4 minibatches, 64x64 tanh; median of "
-            f"{args.repeats} after a warm-up; compile excluded from steps/s.\n\n{table}\n")
+    text = (
+        f"### {label} on {jax.default_backend()}: {args.env}, network={args.network}, "
+        f"critic={args.critic}{lstm_desc}{', normalized' if args.normalize else ''}\n\n"
+        f"{header()} 128 steps, 4 epochs x 4 minibatches, 64x64 tanh; median of "
+        f"{args.repeats} after a warm-up; compile excluded from steps/s.\n\n{table}\n"
+    )
     print(text)
     if not args.no_write:
         write_section(f"{label}-{jax.default_backend()}", text)

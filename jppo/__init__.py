@@ -6,29 +6,27 @@ Example:
     >>> out.metrics["episode_return"][-1]
 """
 
-from jppo import advantages
-from jppo import losses
-from jppo import normalize
+from jppo import advantages, losses, normalize
 from jppo.config import PPOConfig
-from jppo.trainer import evaluate
-from jppo.trainer import make_train
-from jppo.trainer import train
-from jppo.trainer import train_seeds
-from jppo.types import Hyperparams
-from jppo.types import TrainResult
-from jppo.types import TrainState
+from jppo.evaluation import evaluate
+from jppo.trainer import Trainer, make_train, make_trainer, train, train_seeds
+from jppo.types import Actors, Hyperparams, Learner, TrainResult, TrainState
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Actors",
     "Hyperparams",
+    "Learner",
     "PPOConfig",
     "TrainResult",
     "TrainState",
+    "Trainer",
     "advantages",
     "evaluate",
     "losses",
     "make_train",
+    "make_trainer",
     "normalize",
     "train",
     "train_seeds",

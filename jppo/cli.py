@@ -12,7 +12,7 @@ import dataclasses
 import sys
 import time
 
-from jppo.config import PPOConfig
+from jppo.config import PPOConfig, field_help
 
 _SKIP = {"env_params"}
 
@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(PPOConfig):
         if field.name in _SKIP:
             continue
-        train.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
-                           type=_parse_value, default=argparse.SUPPRESS,
-                           help=f"(default: {field.default!r})")
+        train.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_parse_value,
+            default=argparse.SUPPRESS,
+            help=f"{field_help(field.name)} (default: {field.default!r})",
+        )
     return parser
 
 
@@ -50,19 +54,24 @@ def run_train(args: argparse.Namespace) -> int:
 
     import jppo
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig)
-                 if hasattr(args, f.name)}
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(PPOConfig)
+        if hasattr(args, f.name)
+    }
     if isinstance(overrides.get("hidden_sizes"), int):
         overrides["hidden_sizes"] = (overrides["hidden_sizes"],)
     try:
-        cfg = (PPOConfig.preset(args.preset, **overrides) if args.preset
-               else PPOConfig(**overrides))
+        cfg = PPOConfig.preset(args.preset, **overrides) if args.preset else PPOConfig(**overrides)
     except ValueError as err:
         print(f"jppo: {err}", file=sys.stderr)
         return 2
-    print(f"jppo {jppo.__version__}: {cfg.env_name}, {args.seeds} seed(s), "
-          f"{cfg.num_updates} updates of {cfg.num_envs}x{cfg.num_steps} steps "
-          f"on {jax.default_backend()}", flush=True)
+    print(
+        f"jppo {jppo.__version__}: {cfg.env_name}, {args.seeds} seed(s), "
+        f"{cfg.num_updates} updates of {cfg.num_envs}x{cfg.num_steps} steps "
+        f"on {jax.default_backend()}",
+        flush=True,
+    )
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     start = time.perf_counter()
     out = jppo.train_seeds(cfg, keys)

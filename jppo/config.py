@@ -1,10 +1,13 @@
 """`PPOConfig`: the frozen, self-validating description of a training run.
 
 Fields are either *static* (they fix shapes or switch features on and off; changing one
-recompiles) or *traced* (numbers that sweeps and population-based training vary; they live
-in `TrainState.hyperparams`). `TRACED_FIELDS` lists the traced ones. A traced field whose
-default is `None` switches its feature off statically; set to a number, that number is
-traced (a sweep may vary it, but not between `None` and a number).
+compiles a new program) or *traced* (numbers that sweeps and population-based training vary;
+they live in `TrainState.learner.hyperparams` and never cause a recompile). Each field says
+which it is once, in its metadata (`traced=True`), next to its one-line help text; everything
+else (`TRACED_FIELDS`, `Hyperparams`, the compile-cache key, the CLI's help) is derived from
+that declaration. A traced field whose default is `None` switches its feature off statically;
+set to a number, that number is traced (a sweep may vary it, but not between `None` and a
+number).
 """
 
 from __future__ import annotations
@@ -13,43 +16,10 @@ import dataclasses
 import math
 from typing import Any
 
-# Names of the numeric hyperparameters carried as traced leaves in `TrainState.hyperparams`.
-TRACED_FIELDS = (
-    "learning_rate",
-    "critic_learning_rate",
-    "gamma",
-    "gae_lambda",
-    "clip_eps",
-    "log_ratio_clip",
-    "ent_coef",
-    "ent_coef_final",
-    "ent_coef_min",
-    "vf_coef",
-    "vf_coef_init",
-    "huber_delta",
-    "vf_clip",
-    "max_grad_norm",
-    "target_kl",
-    "adv_std_floor",
-    "adv_clip",
-    "quantile_kappa",
-    "cvar_alpha",
-    "risk_weight",
-    "obs_clip",
-    "reward_clip",
-    "bc_coef",
-    "awr_beta",
-    "awr_max_weight",
-    "max_bc_ratio",
-)
 
-ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
-NETWORKS = ("mlp", "lstm")
-VALUE_LOSSES = ("mse", "huber", "mse_huber")
-ADV_NORMS = ("batch", "minibatch", "group", "robust", "scale", "none")
-KL_ESTIMATORS = ("k1", "k3", "exact")
-CRITICS = ("scalar", "quantile")
-QUANTILE_VF_CLIPS = ("mean_shift", "per_quantile")
+def _field(default: Any, help: str, *, traced: bool = False) -> Any:
+    """A config field with its help text and whether it is traced (see the module doc)."""
+    return dataclasses.field(default=default, metadata={"help": help, "traced": traced})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,74 +33,89 @@ class PPOConfig:
     """
 
     # Environment and rollout shape (static).
-    env: Any = "CartPole-v1"
-    env_params: Any = None
-    total_timesteps: int = 500_000
-    num_envs: int = 4
-    num_steps: int = 128
-    update_epochs: int = 4
-    num_minibatches: int = 4
+    env: Any = _field("CartPole-v1", "gymnax or built-in env name, or a gymnax-interface env")
+    env_params: Any = _field(None, "env params (default: the environment's own)")
+    total_timesteps: int = _field(500_000, "env steps per seed; sets num_updates")
+    num_envs: int = _field(4, "parallel environments (rollout batch B)")
+    num_steps: int = _field(128, "steps per env per rollout (rollout length T)")
+    update_epochs: int = _field(4, "passes over each rollout batch")
+    num_minibatches: int = _field(4, "minibatches per epoch")
     # Networks (static).
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    network: str = "mlp"
-    lstm_size: int = 128
-    lstm_shared: bool = False
-    lstm_chunk_len: int | None = None
-    lstm_unroll: int | None = None  # scan unroll of the LSTM (speed only); None: by backend
-    log_std_init: float = -0.5
+    hidden_sizes: tuple[int, ...] = _field((64, 64), "MLP torso layer sizes (actor and critic)")
+    activation: str = _field("tanh", "torso activation")
+    network: str = _field("mlp", "'mlp' or 'lstm'")
+    lstm_size: int = _field(128, "LSTM hidden size")
+    lstm_shared: bool = _field(False, "one torso+LSTM shared by actor and critic")
+    lstm_chunk_len: int | None = _field(
+        None, "truncated-BPTT chunk length of the LSTM re-evaluation (None: whole rollout)"
+    )
+    lstm_unroll: int | None = _field(None, "scan unroll of the LSTM, speed only (None: by backend)")
+    log_std_init: float = _field(-0.5, "initial log std of continuous actions")
     # Optimizer.
-    learning_rate: float = 2.5e-4
-    anneal_lr: bool = True
-    critic_learning_rate: float | None = None
-    max_grad_norm: float = 0.5
-    vgs: bool = False
+    learning_rate: float = _field(2.5e-4, "Adam learning rate", traced=True)
+    anneal_lr: bool = _field(True, "anneal learning rates linearly to 0 over the run")
+    critic_learning_rate: float | None = _field(
+        None, "critic learning rate (None: learning_rate)", traced=True
+    )
+    max_grad_norm: float = _field(0.5, "global-norm gradient clip, per network", traced=True)
+    vgs: bool = _field(False, "variance gradient scaler in both optimizers")
     # Returns and advantages.
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    adv_norm: str = "batch"
-    num_adv_groups: int = 1
-    adv_std_floor: float = 1e-2
-    adv_clip: float | None = 10.0
+    gamma: float = _field(0.99, "discount", traced=True)
+    gae_lambda: float = _field(0.95, "GAE lambda", traced=True)
+    adv_norm: str = _field("batch", "advantage normalization mode")
+    num_adv_groups: int = _field(1, "env groups for adv_norm='group'")
+    adv_std_floor: float = _field(1e-2, "below this advantage std only center", traced=True)
+    adv_clip: float | None = _field(10.0, "clip of normalized advantages (None: off)", traced=True)
     # Policy loss.
-    clip_eps: float = 0.2
-    adaptive_clip: bool = False
-    log_ratio_clip: float | None = 10.0
-    ent_coef: float = 0.01
-    ent_coef_final: float | None = None
-    ent_coef_min: float = 0.0
-    target_kl: float | None = None
-    kl_estimator: str = "k3"
+    clip_eps: float = _field(0.2, "PPO clip range epsilon", traced=True)
+    adaptive_clip: bool = _field(False, "adapt clip_eps to the clip fraction")
+    log_ratio_clip: float | None = _field(
+        10.0, "clamp of the log-ratio before exp (None: off)", traced=True
+    )
+    ent_coef: float = _field(0.01, "entropy bonus coefficient", traced=True)
+    ent_coef_final: float | None = _field(
+        None, "entropy coefficient reached linearly at the end (None: constant)", traced=True
+    )
+    ent_coef_min: float = _field(0.0, "floor of the entropy coefficient", traced=True)
+    target_kl: float | None = _field(
+        None, "KL early stop threshold (None: off); stops past 1.5x", traced=True
+    )
+    kl_estimator: str = _field("k3", "KL estimator driving early stop and approx_kl")
     # Value loss and critic.
-    vf_coef: float = 0.5
-    vf_coef_init: float | None = None
-    vf_warmup_fraction: float = 0.1
-    value_loss: str = "mse"
-    huber_delta: float = 1.0
-    vf_clip: float | None = None
-    critic: str = "scalar"
-    num_quantiles: int = 32
-    quantile_kappa: float = 1.0
-    quantile_vf_clip: str = "mean_shift"
-    cvar_alpha: float = 0.1
-    risk_weight: float = 0.0
+    vf_coef: float = _field(0.5, "value loss coefficient", traced=True)
+    vf_coef_init: float | None = _field(
+        None, "vf_coef at the start of a linear warm-down (None: constant)", traced=True
+    )
+    vf_warmup_fraction: float = _field(0.1, "fraction of updates of the vf_coef warm-down")
+    value_loss: str = _field("mse", "value loss kind")
+    huber_delta: float = _field(1.0, "Huber delta of the value loss", traced=True)
+    vf_clip: float | None = _field(None, "value clipping range (None: off)", traced=True)
+    critic: str = _field("scalar", "'scalar' or 'quantile' (distributional) critic")
+    num_quantiles: int = _field(32, "quantiles of the quantile critic")
+    quantile_kappa: float = _field(1.0, "Huber kappa of the quantile loss", traced=True)
+    quantile_vf_clip: str = _field("mean_shift", "how vf_clip clips quantiles")
+    cvar_alpha: float = _field(0.1, "CVaR level of the risk-sensitive baseline", traced=True)
+    risk_weight: float = _field(
+        0.0, "weight of CVaR in the policy's baseline (quantile critic)", traced=True
+    )
     # Normalization statistics.
-    normalize_obs: bool = False
-    normalize_reward: bool = False
-    # On by default (issue 3, SPEC §5 "rewards in the thousands train stably with the
-    # defaults"): with raw targets ~5e4 the critic never fits (explained variance 0) and
-    # CartPole with rewards r·1000 − 500 ends at 364 over 8 seeds; with it, 500 (and the
-    # unscaled CartPole and the Pendulum preset are unchanged or better). See RESULTS.md.
-    normalize_value_targets: bool = True
-    obs_clip: float = 10.0
-    reward_clip: float = 10.0
+    normalize_obs: bool = _field(False, "running observation normalization")
+    normalize_reward: bool = _field(False, "VecNormalize-style reward scaling")
+    # On by default: with rewards in the thousands the critic cannot fit raw targets ~5e4
+    # (explained variance 0, CartPole with rewards r·1000 − 500 ends near 350 over 8 seeds);
+    # with it, 500, and the unscaled CartPole and Pendulum runs are unchanged or better.
+    normalize_value_targets: bool = _field(True, "the critic learns normalized value targets")
+    obs_clip: float = _field(10.0, "clip of normalized observations", traced=True)
+    reward_clip: float = _field(10.0, "clip of normalized rewards", traced=True)
     # Behaviour cloning (AWR-weighted).
-    bc_coef: float | None = None
-    awr_beta: float = 5.0
-    awr_max_weight: float = 100.0
-    awr_raw_advantages: bool = False
-    adaptive_bc: bool = False
-    max_bc_ratio: float = 1.0
+    bc_coef: float | None = _field(
+        None, "AWR behaviour-cloning coefficient (None: off)", traced=True
+    )
+    awr_beta: float = _field(5.0, "AWR temperature", traced=True)
+    awr_max_weight: float = _field(100.0, "AWR weight cap", traced=True)
+    awr_raw_advantages: bool = _field(False, "AWR weights from unnormalized advantages")
+    adaptive_bc: bool = _field(False, "shrink bc_coef when bc_ppo_ratio > max_bc_ratio")
+    max_bc_ratio: float = _field(1.0, "bound of bc_ppo_ratio for adaptive_bc", traced=True)
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):
@@ -154,9 +139,11 @@ class PPOConfig:
 
     @property
     def env_name(self) -> str:
-        return self.env if isinstance(self.env, str) else getattr(self.env, "name", type(self.env).__name__)
+        if isinstance(self.env, str):
+            return self.env
+        return getattr(self.env, "name", type(self.env).__name__)
 
-    def replace(self, **changes) -> "PPOConfig":
+    def replace(self, **changes) -> PPOConfig:
         """A copy with `changes` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
@@ -164,8 +151,21 @@ class PPOConfig:
         """The traced hyperparameters' initial values, by field name (None = feature off)."""
         return {name: getattr(self, name) for name in TRACED_FIELDS}
 
+    def static_key(self) -> tuple:
+        """What fixes the compiled program: every static field, and which traced ones are off.
+
+        Two configs with the same key share one compiled program; their traced numbers are
+        passed as arguments. (May be unhashable, e.g. with array-valued `env_params`.)
+        """
+        static = tuple(
+            (f.name, getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in TRACED_FIELDS
+        )
+        return static + tuple((name, getattr(self, name) is None) for name in TRACED_FIELDS)
+
     @classmethod
-    def preset(cls, name: str, **overrides) -> "PPOConfig":
+    def preset(cls, name: str, **overrides) -> PPOConfig:
         """Tuned settings for an environment; an ordinary config (`.replace` it).
 
         Example:
@@ -177,6 +177,17 @@ class PPOConfig:
                 f"preset: unknown preset {name!r}; available presets: {sorted(PRESETS)}"
             )
         return cls(**{**PRESETS[name], **overrides})
+
+
+# Names of the numeric hyperparameters carried as traced leaves of `Hyperparams`.
+TRACED_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(PPOConfig) if f.metadata["traced"]
+)
+
+
+def field_help(name: str) -> str:
+    """The one-line help text of a config field."""
+    return PPOConfig.__dataclass_fields__[name].metadata["help"]
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -219,6 +230,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # -- validation ---------------------------------------------------------------------------
 
+
 def _fail(field: str, value: Any, allowed: str) -> None:
     raise ValueError(f"PPOConfig.{field}={value!r} is invalid: {allowed}")
 
@@ -248,42 +260,60 @@ def _check_choice(cfg, field: str, choices) -> None:
 
 
 def _validate(cfg: PPOConfig) -> None:
-    from jppo import envs  # envs knows nothing of configs; only its name check is used
+    # The modules that implement each choice own its list of names; they know nothing of
+    # configs (imported here, not at the top, because they import the state types).
+    from jppo import advantages, envs, losses, networks
 
     envs.check_env(cfg.env)
-    for field in ("total_timesteps", "num_envs", "num_steps", "update_epochs",
-                  "num_minibatches", "lstm_size", "num_quantiles", "num_adv_groups"):
+    for field in (
+        "total_timesteps",
+        "num_envs",
+        "num_steps",
+        "update_epochs",
+        "num_minibatches",
+        "lstm_size",
+        "num_quantiles",
+        "num_adv_groups",
+    ):
         _check_int(cfg, field)
     if cfg.lstm_unroll is not None:
         _check_int(cfg, "lstm_unroll")
     if cfg.lstm_chunk_len is not None:
         _check_int(cfg, "lstm_chunk_len")
         if cfg.num_steps % cfg.lstm_chunk_len:
-            _fail("lstm_chunk_len", cfg.lstm_chunk_len,
-                  f"must divide num_steps={cfg.num_steps}")
+            _fail("lstm_chunk_len", cfg.lstm_chunk_len, f"must divide num_steps={cfg.num_steps}")
     if not cfg.hidden_sizes or not all(
         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in cfg.hidden_sizes
     ):
         _fail("hidden_sizes", cfg.hidden_sizes, "expected a non-empty tuple of positive ints")
-    _check_choice(cfg, "activation", ACTIVATIONS)
-    _check_choice(cfg, "network", NETWORKS)
-    _check_choice(cfg, "value_loss", VALUE_LOSSES)
-    _check_choice(cfg, "adv_norm", ADV_NORMS)
-    _check_choice(cfg, "kl_estimator", KL_ESTIMATORS)
-    _check_choice(cfg, "critic", CRITICS)
-    _check_choice(cfg, "quantile_vf_clip", QUANTILE_VF_CLIPS)
+    _check_choice(cfg, "activation", networks.ACTIVATIONS)
+    _check_choice(cfg, "network", networks.NETWORK_KINDS)
+    _check_choice(cfg, "value_loss", losses.VALUE_LOSS_KINDS)
+    _check_choice(cfg, "adv_norm", advantages.NORMALIZE_MODES)
+    _check_choice(cfg, "kl_estimator", losses.KL_ESTIMATORS)
+    _check_choice(cfg, "critic", networks.CRITIC_KINDS)
+    _check_choice(cfg, "quantile_vf_clip", losses.QUANTILE_CLIP_MODES)
     if cfg.batch_size % cfg.num_minibatches:
-        _fail("num_minibatches", cfg.num_minibatches,
-              f"must divide num_envs * num_steps = {cfg.batch_size}")
+        _fail(
+            "num_minibatches",
+            cfg.num_minibatches,
+            f"must divide num_envs * num_steps = {cfg.batch_size}",
+        )
     if cfg.network == "lstm" and cfg.num_envs % cfg.num_minibatches:
-        _fail("num_minibatches", cfg.num_minibatches,
-              f"with network='lstm' minibatches are whole env sequences, so it must divide "
-              f"num_envs={cfg.num_envs}")
+        _fail(
+            "num_minibatches",
+            cfg.num_minibatches,
+            f"with network='lstm' minibatches are whole env sequences, so it must divide "
+            f"num_envs={cfg.num_envs}",
+        )
     if cfg.adv_norm == "group" and cfg.num_envs % cfg.num_adv_groups:
         _fail("num_adv_groups", cfg.num_adv_groups, f"must divide num_envs={cfg.num_envs}")
     if cfg.total_timesteps < cfg.batch_size:
-        _fail("total_timesteps", cfg.total_timesteps,
-              f"must be at least num_envs * num_steps = {cfg.batch_size} (one update)")
+        _fail(
+            "total_timesteps",
+            cfg.total_timesteps,
+            f"must be at least num_envs * num_steps = {cfg.batch_size} (one update)",
+        )
     _check_number(cfg, "learning_rate", lo=0, lo_open=True)
     _check_number(cfg, "critic_learning_rate", lo=0, lo_open=True, optional=True)
     _check_number(cfg, "max_grad_norm", lo=0, lo_open=True)
@@ -312,8 +342,16 @@ def _validate(cfg: PPOConfig) -> None:
     _check_number(cfg, "awr_beta", lo=0, lo_open=True)
     _check_number(cfg, "awr_max_weight", lo=0, lo_open=True)
     _check_number(cfg, "max_bc_ratio", lo=0, lo_open=True)
-    for flag in ("anneal_lr", "lstm_shared", "vgs", "adaptive_clip", "normalize_obs",
-                 "normalize_reward", "normalize_value_targets", "awr_raw_advantages",
-                 "adaptive_bc"):
+    for flag in (
+        "anneal_lr",
+        "lstm_shared",
+        "vgs",
+        "adaptive_clip",
+        "normalize_obs",
+        "normalize_reward",
+        "normalize_value_targets",
+        "awr_raw_advantages",
+        "adaptive_bc",
+    ):
         if not isinstance(getattr(cfg, flag), bool):
             _fail(flag, getattr(cfg, flag), "expected True or False")

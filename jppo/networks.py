@@ -1,4 +1,4 @@
-"""Actor and critic networks behind a functional boundary, and the policy distributions.
+"""Actor and critic networks behind a functional boundary.
 
 Flax linen modules live here and nowhere else. The rest of jppo sees a `Network`: plain
 `init` / `actor` / `critic` functions over parameter pytrees. Every apply function takes a
@@ -6,11 +6,12 @@ time-major sequence — observations `[T, B, obs_dim]`, episode-start flags `res
 a recurrent carry — so feed-forward and recurrent policies share one interface (an MLP ignores
 `reset` and the carry; its carry is the empty dict).
 
-Recurrent networks (`network="lstm"`, SPEC §3.13) are MLP torso -> LSTM -> linear layer,
+Recurrent networks (`network="lstm"`) are MLP torso -> LSTM -> linear layer,
 their parameters laid out as flax's `OptimizedLSTMCell`'s. For speed the torsos and the
 LSTMs' input projections run for all steps at once, actor and critic LSTMs step together in
-one `lax.scan` (`lstm_scan`, with a hand-written backward pass), and the carry is reset to
-the initial (zero) state at every step whose `reset` flag is set (benchmarks/NOTES.md).
+one `lax.scan` (`jppo.lstm.lstm_scan`, with a hand-written backward pass), and the carry is
+reset to the initial (zero) state at every step whose `reset` flag is set
+(benchmarks/NOTES.md measures each of these choices).
 
 Initialization follows PPO practice: orthogonal weights (gain sqrt(2) in the torso, 0.01 on
 the policy head, 1.0 on the value head), zero biases; a state-independent learnable `log_std`
@@ -19,25 +20,27 @@ for continuous actions, initialized at `log_std_init`.
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jppo.envs import EnvSpec
+from jppo.lstm import lstm_scan
+from jppo.types import EnvSpec
 
-_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu,
-                "elu": nn.elu}
+_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
+ACTIVATIONS = tuple(_ACTIVATIONS)  # accepted names of `activation`
+NETWORK_KINDS = ("mlp", "lstm")  # accepted names of `network`
+CRITIC_KINDS = ("scalar", "quantile")  # accepted names of `critic`
 
 
-def _dense(features: int, gain: float, orthogonal=nn.initializers.orthogonal,
-           **kwargs) -> nn.Dense:
-    return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros,
-                    **kwargs)
+def _dense(features: int, gain: float, orthogonal=nn.initializers.orthogonal, **kwargs) -> nn.Dense:
+    return nn.Dense(
+        features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros, **kwargs
+    )
 
 
 def orthogonal_init(scale: float = 1.0):
@@ -100,7 +103,7 @@ class Head(nn.Module):
 
 
 class Network(NamedTuple):
-    """The functional boundary of actor and critic.
+    """The functional boundary of actor and critic, the same for MLPs and LSTMs.
 
     init(key) -> params {"actor": ..., "critic": ...}
     initial_carry(batch_size) -> {"actor": carry, "critic": carry} ({} entries for an MLP)
@@ -111,11 +114,15 @@ class Network(NamedTuple):
       the full params and carry (recurrent: one fused scan)
     value(params, obs, reset, carry) -> (values, carry): the critic on the full params and
       carry (also with `lstm_shared`, where `critic` alone is unavailable)
-    bootstrap_step(params, obs [B,D], reset [B], carry, final_obs [B,D]) -> (dist_params,
-      values, carry, final_values [B]): recurrent only (None for an MLP): one step of
-      actor_critic that also returns the critic's value of `final_obs` continuing the
-      incoming carry without reset — the previous step's V(final observation), computed in
-      the same fused scan step instead of a separate critic call
+    step(params, obs [B,D], reset [B], carry, prev_final_obs [B,D]) -> (dist_params [B,...],
+      values [B] or [B,N], carry, pending): one rollout step. `prev_final_obs` is the
+      previous step's true next observation; `pending` is what `bootstrap` needs to value it
+      (an LSTM values it inside this step's fused scan, continuing the pre-reset carry; an
+      MLP passes the observation through and values all of them in one batched pass)
+    bootstrap(params, pending [T,...], final_obs [B,D], carry) -> next_values [T,B(,N)]: the
+      critic's value of every step's true next observation, from the steps' `pending`
+      records (record t belongs to step t − 1), the last step's `final_obs` and the carry
+      after the last step
     A recurrent carry is reset to the initial (zero) state at steps whose `reset` is set,
     before the step is taken.
     """
@@ -124,17 +131,28 @@ class Network(NamedTuple):
     initial_carry: Callable[[int], Any]
     actor: Callable[..., tuple[Any, Any]]
     critic: Callable[..., tuple[jax.Array, Any]]
-    recurrent: bool
-    discrete: bool
     actor_critic: Callable[..., tuple[Any, jax.Array, Any]]
     value: Callable[..., tuple[jax.Array, Any]]
-    bootstrap_step: Callable[..., tuple[Any, jax.Array, Any, jax.Array]] | None = None
+    step: Callable[..., tuple[Any, jax.Array, Any, Any]]
+    bootstrap: Callable[..., jax.Array]
+    recurrent: bool
+    discrete: bool
 
 
-def make_network(spec: EnvSpec, *, hidden_sizes=(64, 64), activation="tanh",
-                 network="mlp", lstm_size=128, critic="scalar", num_quantiles=32,
-                 log_std_init=-0.5, lstm_shared=False, lstm_unroll=None,
-                 lstm_stacked=None) -> Network:
+def make_network(
+    spec: EnvSpec,
+    *,
+    hidden_sizes=(64, 64),
+    activation="tanh",
+    network="mlp",
+    lstm_size=128,
+    critic="scalar",
+    num_quantiles=32,
+    log_std_init=-0.5,
+    lstm_shared=False,
+    lstm_unroll=None,
+    lstm_stacked=None,
+) -> Network:
     """Build actor and critic for an environment spec (static settings only).
 
     LSTM speed settings (numerics unchanged): `lstm_unroll` is the unroll factor of the
@@ -146,8 +164,17 @@ def make_network(spec: EnvSpec, *, hidden_sizes=(64, 64), activation="tanh",
         on_cpu = jax.default_backend() == "cpu"
         unroll = lstm_unroll or (1 if on_cpu else 8)
         stacked = (not on_cpu) if lstm_stacked is None else lstm_stacked
-        return _recurrent_network(spec, tuple(hidden_sizes), activation, lstm_size,
-                                  num_values, log_std_init, lstm_shared, unroll, stacked)
+        return _recurrent_network(
+            spec,
+            tuple(hidden_sizes),
+            activation,
+            lstm_size,
+            num_values,
+            log_std_init,
+            lstm_shared,
+            unroll,
+            stacked,
+        )
     actor_mod = Head(hidden_sizes, activation, spec.action_dim, 0.01)
     critic_mod = Head(hidden_sizes, activation, num_values, 1.0)
 
@@ -184,8 +211,29 @@ def make_network(spec: EnvSpec, *, hidden_sizes=(64, 64), activation="tanh",
     def value(params, obs, reset, carry):
         return critic_fn(params["critic"], obs, reset, carry["critic"])[0], carry
 
-    return Network(init, initial_carry, actor, critic_fn, False, spec.discrete, actor_critic,
-                   value)
+    def step(params, obs, reset, carry, prev_final_obs):
+        dist_params, values, carry = actor_critic(params, obs[None], reset[None], carry)
+        return jax.tree.map(lambda x: x[0], dist_params), values[0], carry, prev_final_obs
+
+    def bootstrap(params, pending, final_obs, carry):
+        next_obs = jnp.concatenate([pending[1:], final_obs[None]])  # [T, B, D]
+        values, _ = critic_fn(
+            params["critic"], next_obs, jnp.zeros(next_obs.shape[:2], bool), carry["critic"]
+        )
+        return values
+
+    return Network(
+        init=init,
+        initial_carry=initial_carry,
+        actor=actor,
+        critic=critic_fn,
+        actor_critic=actor_critic,
+        value=value,
+        step=step,
+        bootstrap=bootstrap,
+        recurrent=False,
+        discrete=spec.discrete,
+    )
 
 
 def _without_log_std(params):
@@ -215,8 +263,9 @@ class RecurrentHead(nn.Module):
     @nn.compact
     def __call__(self, obs, carry):
         x = MLP(self.hidden_sizes, self.activation, orthogonal_init, name="torso")(obs)
-        carry, h = nn.OptimizedLSTMCell(self.lstm_size, recurrent_kernel_init=orthogonal_init(),
-                                        name="lstm")(carry, x)
+        carry, h = nn.OptimizedLSTMCell(
+            self.lstm_size, recurrent_kernel_init=orthogonal_init(), name="lstm"
+        )(carry, x)
         out = _dense(self.out_features, self.out_gain, orthogonal_init, name="out")(h)
         return out, carry
 
@@ -254,102 +303,15 @@ def _stacked_gate_inputs(nets: list, obs: jax.Array, activation: str) -> jax.Arr
     x = obs
     for i in range(len(nets[0]["torso"])):
         layer = stack([p["torso"][f"Dense_{i}"] for p in nets])
-        x = act(jnp.einsum("ntbd,ndk->ntbk", x, layer["kernel"])
-                + layer["bias"][:, None, None])
+        x = act(jnp.einsum("ntbd,ndk->ntbk", x, layer["kernel"]) + layer["bias"][:, None, None])
     w_in = jnp.stack([_gates_param(p["lstm"], "i", "kernel") for p in nets])
     bias = jnp.stack([_gates_param(p["lstm"], "h", "bias") for p in nets])
     return jnp.einsum("ntbk,nkg->ntbg", x, w_in) + bias[:, None, None]
 
 
-def _cell(c, h, x, w_h):
-    """One step of N stacked LSTM cells (flax's OptimizedLSTMCell equations).
-
-    c, h [N, B, H]; x [N, B, 4H] input part of the gates; w_h [N, H, 4H]. Returns the new
-    (c, h) and, for the backward pass, [σ(i) σ(f) tanh(g) σ(o) tanh(c') c] as one
-    [N, B, 6H] array (one stacked scan output instead of six).
-    """
-    gates = x + jnp.einsum("nbh,nhg->nbg", h, w_h)
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    i, f, g, o = nn.sigmoid(i), nn.sigmoid(f), jnp.tanh(g), nn.sigmoid(o)
-    c_new = f * c + i * g
-    tanh_c = jnp.tanh(c_new)
-    return c_new, o * tanh_c, jnp.concatenate([i, f, g, o, tanh_c, c], axis=-1)
-
-
-def _lstm_forward(w_h, gate_x, reset, carry, unroll: int, residuals: bool):
-    def step(carry, inputs):
-        x_t, reset_t = inputs
-        keep = ~reset_t[..., None]  # [N, B, 1]
-        c, h = (jnp.where(keep, v, 0.0) for v in carry)
-        c_new, h_new, saved = _cell(c, h, jnp.stack(x_t), w_h)
-        return (c_new, h_new), (tuple(h_new), saved if residuals else None)
-
-    return jax.lax.scan(step, carry, (gate_x, reset), unroll=unroll)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def lstm_scan(w_h: jax.Array, gate_x, reset: jax.Array, carry, unroll: int = 1):
-    """Step N stacked LSTMs through a sequence with `lax.scan`, resetting at episode starts.
-
-    Per step, for each network: (c, h) <- (0, 0) where reset_t (the initial state), then
-    [i f g o] = gate_x_t + h·W_h, c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c') — flax's
-    `OptimizedLSTMCell`. Stacking actor and critic on N runs both in one batched matmul per
-    step: half the sequential kernels of two scans. The hand-written backward pass keeps
-    only dh·W_hᵀ in its reverse scan and computes dW_h = Σ_t h_{t-1}ᵀ·dgates_t afterwards
-    as one matmul over all T·B rows (autodiff would accumulate it step by step).
-
-    Args:
-      w_h: [N, H, 4H] recurrent kernels.
-      gate_x: N arrays [T, B, 4H], the input part of the gates (`_gate_inputs`).
-      reset: [T, N, B] bool, episode starts (per network: the rollout's bootstrap copy of
-        the critic continues its carry where the others reset).
-      carry: (c, h), each [N, B, H], the carry before step 0 (not yet reset).
-      unroll: `lax.scan` unroll factor (static).
-    Returns:
-      (carry after the last step, N arrays h [T, B, H]).
-    """
-    carry, (hs, _) = _lstm_forward(w_h, gate_x, reset, carry, unroll, False)
-    return carry, hs
-
-
-def _lstm_scan_fwd(w_h, gate_x, reset, carry, unroll):
-    new_carry, (hs, saved) = _lstm_forward(w_h, gate_x, reset, carry, unroll, True)
-    return (new_carry, hs), (w_h, reset, carry[1], hs, saved)
-
-
-def _lstm_scan_bwd(unroll, residuals, cotangents):
-    w_h, reset, h0, hs, saved = residuals
-    (dc, dh), dhs = cotangents
-
-    def step(carry, inputs):
-        dc, dh = carry
-        dh_t, act, reset_t = inputs
-        i, f, g, o, tanh_c, c_prev = jnp.split(act, 6, axis=-1)
-        dh = dh + jnp.stack(dh_t)
-        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-        dgates = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-                                  dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], -1)
-        keep = ~reset_t[..., None]
-        dh_prev = jnp.einsum("nbg,nhg->nbh", dgates, w_h)
-        return (jnp.where(keep, dc * f, 0.0), jnp.where(keep, dh_prev, 0.0)), tuple(dgates)
-
-    carry, dgate_x = jax.lax.scan(step, (dc, dh), (dhs, saved, reset), reverse=True,
-                                  unroll=unroll)
-    # dW_h = Σ_t h_{t-1}ᵀ·dgates_t with h_{t-1} the (reset) carry entering step t: one plain
-    # [H, T·B] x [T·B, 4H] matmul per network (2-D: see _matmul).
-    dw_h = []
-    for n, (h_n, dg_n) in enumerate(zip(hs, dgate_x)):
-        keep = ~reset[:, n, :, None]
-        h_prev = jnp.where(keep, jnp.concatenate([h0[n][None], h_n[:-1]]), 0.0)
-        dw_h.append(h_prev.reshape(-1, h_prev.shape[-1]).T @ dg_n.reshape(-1, dg_n.shape[-1]))
-    return jnp.stack(dw_h), dgate_x, None, carry
-
-
-lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
-
-
-def _run_lstms(nets: list, obs: list, reset: list, carries: list, activation: str,
-               unroll: int, stacked: bool):
+def _run_lstms(
+    nets: list, obs: list, reset: list, carries: list, activation: str, unroll: int, stacked: bool
+):
     """Run N `RecurrentHead` bodies (torso + LSTM) with one fused scan.
 
     nets: their "params" dicts; obs: N arrays [T, B, D]; reset: N arrays [T, B]; carries:
@@ -376,8 +338,17 @@ def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     return (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + w.shape[-1:])
 
 
-def _recurrent_network(spec: EnvSpec, hidden_sizes, activation, lstm_size, num_values,
-                       log_std_init, shared: bool, unroll: int, stacked: bool) -> Network:
+def _recurrent_network(
+    spec: EnvSpec,
+    hidden_sizes,
+    activation,
+    lstm_size,
+    num_values,
+    log_std_init,
+    shared: bool,
+    unroll: int,
+    stacked: bool,
+) -> Network:
     """Actor and critic LSTMs (separate, or one shared torso + LSTM with two output layers).
 
     Shared: the torso and LSTM live in the actor's parameters, the critic holds only its
@@ -410,8 +381,10 @@ def _recurrent_network(spec: EnvSpec, hidden_sizes, activation, lstm_size, num_v
         out = _linear(actor_params["params"]["out"], h)
         if spec.discrete:
             return {"logits": out}
-        return {"mean": out, "log_std": jnp.broadcast_to(actor_params["params"]["log_std"],
-                                                         out.shape)}
+        return {
+            "mean": out,
+            "log_std": jnp.broadcast_to(actor_params["params"]["log_std"], out.shape),
+        }
 
     def values(critic_params, h):
         out = _linear(critic_params["params"]["out"], h)
@@ -421,8 +394,9 @@ def _recurrent_network(spec: EnvSpec, hidden_sizes, activation, lstm_size, num_v
         """nets: params with "params"; obs, reset: one for all nets, or one per net."""
         n = len(nets)
         obs, reset = (x if isinstance(x, list) else [x] * n for x in (obs, reset))
-        return _run_lstms([p["params"] for p in nets], obs, reset, carries, activation, unroll,
-                          stacked)
+        return _run_lstms(
+            [p["params"] for p in nets], obs, reset, carries, activation, unroll, stacked
+        )
 
     def actor(params, obs, reset, carry):
         hs, (carry,) = run([params], obs, reset, [carry])
@@ -430,20 +404,29 @@ def _recurrent_network(spec: EnvSpec, hidden_sizes, activation, lstm_size, num_v
 
     def critic(params, obs, reset, carry):
         if shared:
-            raise ValueError("with lstm_shared the critic runs on the actor's LSTM: use "
-                             "Network.actor_critic or Network.value")
+            raise ValueError(
+                "with lstm_shared the critic runs on the actor's LSTM: use "
+                "Network.actor_critic or Network.value"
+            )
         hs, (carry,) = run([params], obs, reset, [carry])
         return values(params, hs[0]), carry
 
     def actor_critic(params, obs, reset, carry):
         if shared:
             hs, (c_actor,) = run([params["actor"]], obs, reset, [carry["actor"]])
-            return (policy(params["actor"], hs[0]), values(params["critic"], hs[0]),
-                    {"actor": c_actor, "critic": {}})
-        hs, (c_actor, c_critic) = run([params["actor"], params["critic"]], obs, reset,
-                                      [carry["actor"], carry["critic"]])
-        return (policy(params["actor"], hs[0]), values(params["critic"], hs[1]),
-                {"actor": c_actor, "critic": c_critic})
+            return (
+                policy(params["actor"], hs[0]),
+                values(params["critic"], hs[0]),
+                {"actor": c_actor, "critic": {}},
+            )
+        hs, (c_actor, c_critic) = run(
+            [params["actor"], params["critic"]], obs, reset, [carry["actor"], carry["critic"]]
+        )
+        return (
+            policy(params["actor"], hs[0]),
+            values(params["critic"], hs[1]),
+            {"actor": c_actor, "critic": c_critic},
+        )
 
     def value(params, obs, reset, carry):
         if shared:
@@ -452,7 +435,7 @@ def _recurrent_network(spec: EnvSpec, hidden_sizes, activation, lstm_size, num_v
         out, c_critic = critic(params["critic"], obs, reset, carry["critic"])
         return out, {**carry, "critic": c_critic}
 
-    def bootstrap_step(params, obs, reset, carry, final_obs):
+    def step(params, obs, reset, carry, final_obs):
         if shared:
             bodies, carries = [params["actor"]] * 2, [carry["actor"]] * 2
         else:
@@ -460,37 +443,25 @@ def _recurrent_network(spec: EnvSpec, hidden_sizes, activation, lstm_size, num_v
             carries = [carry["actor"], carry["critic"], carry["critic"]]
         obs_in = [obs[None]] * (len(bodies) - 1) + [final_obs[None]]
         no_reset = jnp.zeros_like(reset)
-        hs, new = run(bodies, obs_in, [reset[None]] * (len(bodies) - 1) + [no_reset[None]],
-                      carries)
+        hs, new = run(bodies, obs_in, [reset[None]] * (len(bodies) - 1) + [no_reset[None]], carries)
         hs = [h[0] for h in hs]
         new_carry = {"actor": new[0], "critic": {} if shared else new[1]}
         dist = policy(params["actor"], hs[0])
-        return (dist, values(params["critic"], hs[-2]), new_carry,
-                values(params["critic"], hs[-1]))
+        return (dist, values(params["critic"], hs[-2]), new_carry, values(params["critic"], hs[-1]))
 
-    return Network(init, initial_carry, actor, critic, True, spec.discrete, actor_critic,
-                   value, bootstrap_step)
+    def bootstrap(params, pending, final_obs, carry):
+        last, _ = value(params, final_obs[None], jnp.zeros((1,) + final_obs.shape[:1], bool), carry)
+        return jnp.concatenate([pending[1:], last])
 
-
-def make_dist(dist_params: dict) -> distrax.Distribution:
-    """The policy distribution: Categorical from logits, or a diagonal Gaussian."""
-    if "logits" in dist_params:
-        return distrax.Categorical(logits=dist_params["logits"])
-    return distrax.MultivariateNormalDiag(dist_params["mean"], jnp.exp(dist_params["log_std"]))
-
-
-def deterministic_action(dist_params: dict) -> jax.Array:
-    """The distribution's mode: argmax of the logits, or the Gaussian mean."""
-    if "logits" in dist_params:
-        return jnp.argmax(dist_params["logits"], axis=-1)
-    return dist_params["mean"]
-
-
-def env_action(action: jax.Array, spec: EnvSpec) -> jax.Array:
-    """The action sent to the environment: continuous samples clipped to the space's bounds.
-
-    The unclipped sample is what the log-probability is computed for.
-    """
-    if spec.discrete:
-        return action
-    return jnp.clip(action, spec.action_low, spec.action_high)
+    return Network(
+        init=init,
+        initial_carry=initial_carry,
+        actor=actor,
+        critic=critic,
+        actor_critic=actor_critic,
+        value=value,
+        step=step,
+        bootstrap=bootstrap,
+        recurrent=True,
+        discrete=spec.discrete,
+    )

@@ -1,7 +1,13 @@
-"""Every state type of jppo, declared once (NamedTuples: pytrees that jit, vmap and save).
+"""Every record that crosses a module boundary, declared once (NamedTuples: pytrees that jit,
+vmap and save). Each is built by keyword.
 
 Shapes: B = num_envs, T = num_steps, D = flat observation size, A = action size, N = number
-of quantiles, H = lstm_size. A population or seed axis appears only through vmap.
+of quantiles, H = lstm_size, C = number of LSTM re-evaluation chunks. A population or seed
+axis appears only through vmap.
+
+The train state splits in two on purpose. `Learner` is what learns and what a population
+exploit copies (one `tree.map` over it); `Actors` is what belongs to a member's own
+environments and stays with them.
 """
 
 from __future__ import annotations
@@ -10,54 +16,89 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jppo.config import TRACED_FIELDS, PPOConfig
 
+_HyperparamsFields = NamedTuple("_HyperparamsFields", [(name, Any) for name in TRACED_FIELDS])
 
-class Hyperparams(NamedTuple):
-    """Traced numeric hyperparameters (float32 scalars; None = feature statically off).
 
-    Field names and meanings are those of `PPOConfig`. Vmapping over a `Hyperparams` whose
+class Hyperparams(_HyperparamsFields):
+    """Traced numeric hyperparameters: one float32 scalar per `TRACED_FIELDS` name.
+
+    Field names and meanings are those of `PPOConfig` (the fields marked traced there); a
+    field is None where its feature is statically off. Vmapping over a `Hyperparams` whose
     leaves have a leading axis runs a sweep without recompiling. `clip_eps` and `bc_coef`
     are also adapted during training when `adaptive_clip` / `adaptive_bc` are on.
     """
 
-    learning_rate: Any
-    critic_learning_rate: Any
-    gamma: Any
-    gae_lambda: Any
-    clip_eps: Any
-    log_ratio_clip: Any
-    ent_coef: Any
-    ent_coef_final: Any
-    ent_coef_min: Any
-    vf_coef: Any
-    vf_coef_init: Any
-    huber_delta: Any
-    vf_clip: Any
-    max_grad_norm: Any
-    target_kl: Any
-    adv_std_floor: Any
-    adv_clip: Any
-    quantile_kappa: Any
-    cvar_alpha: Any
-    risk_weight: Any
-    obs_clip: Any
-    reward_clip: Any
-    bc_coef: Any
-    awr_beta: Any
-    awr_max_weight: Any
-    max_bc_ratio: Any
+    __slots__ = ()
 
     @classmethod
-    def from_config(cls, cfg: PPOConfig, **overrides) -> "Hyperparams":
+    def from_config(cls, cfg: PPOConfig, **overrides) -> Hyperparams:
         """The config's values (or `overrides`, e.g. arrays for a sweep) as float32 leaves."""
         values = {**cfg.hyperparams(), **overrides}
-        return cls(**{k: None if values[k] is None else jnp.asarray(values[k], jnp.float32)
-                      for k in TRACED_FIELDS})
+        return cls(
+            **{
+                k: None if values[k] is None else jnp.asarray(values[k], jnp.float32)
+                for k in TRACED_FIELDS
+            }
+        )
 
 
-assert Hyperparams._fields == TRACED_FIELDS
+# -- environments -------------------------------------------------------------------------
+
+
+class EnvSpec(NamedTuple):
+    """What the learner needs to know about an environment, all static."""
+
+    obs_dim: int  # observations are flattened to [obs_dim] float32
+    discrete: bool
+    action_dim: int  # number of actions (discrete) or action vector size (continuous)
+    action_low: np.ndarray | None  # [action_dim] (continuous) or None
+    action_high: np.ndarray | None
+    max_episode_steps: int | None
+
+
+class EnvStep(NamedTuple):
+    """One vectorized environment step; every array has leading shape [B]."""
+
+    obs: jax.Array  # [B, D] float32, after auto-reset
+    state: Any
+    reward: jax.Array  # [B] float32, finite
+    terminated: jax.Array  # [B] bool
+    truncated: jax.Array  # [B] bool, time limit reached and not terminated
+    final_obs: jax.Array  # [B, D] the true next observation (before any reset)
+    nonfinite: jax.Array  # [B] int32, non-finite obs/reward entries replaced this step
+
+
+class Setup(NamedTuple):
+    """The static set-up of a run, built once in Python from the config (`trainer.build`)."""
+
+    env: Any  # gymnax-interface environment
+    env_params: Any
+    spec: EnvSpec
+    network: Any  # jppo.networks.Network
+
+
+# -- train state --------------------------------------------------------------------------
+
+
+class NormStats(NamedTuple):
+    """The learner's normalization statistics; each None when its feature is off."""
+
+    obs: Any  # RunningMeanStd over [D], or None
+    reward: Any  # RunningMeanStd over scalars (discounted returns), or None
+    value: Any  # RunningMeanStd over scalars (value targets), or None
+
+
+class Learner(NamedTuple):
+    """What learns, and what a population exploit copies as a whole."""
+
+    params: Any  # {"actor": ..., "critic": ...}
+    opt_state: Any  # optax state of jppo.optim.make_optimizer
+    norm: NormStats
+    hyperparams: Hyperparams
 
 
 class EpisodeStats(NamedTuple):
@@ -69,28 +110,34 @@ class EpisodeStats(NamedTuple):
     last_length: jax.Array  # [] their mean length
 
 
-class NormState(NamedTuple):
-    """Normalization statistics; each None when its feature is off (see jppo.normalize)."""
+class Actors(NamedTuple):
+    """What stays with a member's own environments."""
 
-    obs: Any  # RunningMeanStd over [D] or None
-    reward: Any  # RewardNormState (per-env return accumulators [B] + scalar stats) or None
-    value: Any  # RunningMeanStd over scalars (value targets) or None
+    env_state: Any  # batched gymnax state [B, ...]
+    obs: jax.Array  # [B, D] float32, last raw observation of each env
+    episode_start: jax.Array  # [B] bool, True where obs begins a new episode
+    carry: Any  # recurrent carries {"actor": (c, h), "critic": (c, h)} each [B, H]; MLP: {}
+    episodes: EpisodeStats
+    discounted_returns: Any  # [B] float32 per-env accumulators of reward scaling, or None
 
 
 class TrainState(NamedTuple):
     """Everything needed to continue a run; a checkpoint of it resumes exactly."""
 
-    params: Any  # {"actor": ..., "critic": ...}
-    opt_state: Any  # optax state of jppo.optim.make_optimizer
-    norm: NormState
-    hyperparams: Hyperparams
-    env_state: Any  # batched gymnax state [B, ...]
-    obs: jax.Array  # [B, D] float32, last raw observation of each env
-    episode_start: jax.Array  # [B] bool, True where obs begins a new episode
-    carry: Any  # recurrent carries {"actor": (c, h), "critic": (c, h)}, each [B, H]; {} for MLP
-    episodes: EpisodeStats
-    rng: jax.Array  # PRNG key
+    learner: Learner
+    actors: Actors
     step: jax.Array  # [] int32, updates done so far
+    rng: jax.Array  # typed PRNG key
+
+
+class TrainResult(NamedTuple):
+    """What `train` returns: the final state and per-update metrics ([num_updates] each)."""
+
+    state: TrainState
+    metrics: dict[str, jax.Array]
+
+
+# -- one update's data --------------------------------------------------------------------
 
 
 class Transition(NamedTuple):
@@ -108,8 +155,45 @@ class Transition(NamedTuple):
     next_value_pred: jax.Array  # [T, B] or [T, B, N]: critic output at the true next obs
 
 
-class TrainResult(NamedTuple):
-    """What `train` returns: the final state and per-update metrics ([num_updates] each)."""
+class RolloutStats(NamedTuple):
+    """Per-rollout summaries (scalars)."""
 
-    state: TrainState
-    metrics: dict[str, jax.Array]
+    returns_sum: jax.Array  # sum of undiscounted returns of episodes that ended
+    lengths_sum: jax.Array  # sum of their lengths
+    episodes: jax.Array  # number of episodes that ended
+    nonfinite_env: jax.Array  # non-finite observation/reward entries replaced
+
+
+class RolloutOutput(NamedTuple):
+    """What `rollout` returns."""
+
+    actors: Actors  # advanced env states, observations, carries, episode statistics
+    norm: NormStats  # observation and reward statistics including this rollout
+    traj: Transition
+    chunk_carries: Any  # carries at the chunk starts, leaves [C, B, H] ({} for an MLP)
+    stats: RolloutStats
+    metrics: dict  # recurrent: lstm_{actor,critic}_{norm,mean,std}; MLP: {}
+
+
+class Batch(NamedTuple):
+    """The learner's view of one rollout, time-major [T, B, ...]."""
+
+    obs: jax.Array  # [T, B, D]
+    episode_start: jax.Array  # [T, B]
+    action: jax.Array  # [T, B] or [T, B, A]
+    log_prob: jax.Array  # [T, B]
+    dist_params: Any  # [T, B, A] leaves
+    value_pred: jax.Array  # [T, B] or [T, B, N], old critic output in target units
+    advantages: jax.Array  # [T, B] (batch-normalized unless adv_norm is minibatch or none)
+    raw_advantages: jax.Array  # [T, B] before any normalization (AWR may weight by these)
+    targets: jax.Array  # [T, B] λ-return targets in the critic's units
+
+
+class Coefs(NamedTuple):
+    """Scheduled coefficients of this update (scalars)."""
+
+    learning_rate: jax.Array
+    critic_learning_rate: jax.Array
+    ent_coef: jax.Array
+    vf_coef: jax.Array
+    bc_coef: jax.Array

@@ -18,74 +18,70 @@ import jax.numpy as jnp
 import optax
 
 from jppo import advantages as adv_lib
-from jppo import losses, networks
+from jppo import losses, networks, policy
 from jppo.config import PPOConfig
 from jppo.optim import make_optimizer
-from jppo.types import Hyperparams
+from jppo.types import Batch, Coefs, Hyperparams
 
 
-class Batch(NamedTuple):
-    """The learner's view of one rollout, time-major [T, B, ...]."""
-
-    obs: jax.Array  # [T, B, D]
-    episode_start: jax.Array  # [T, B]
-    action: jax.Array  # [T, B] or [T, B, A]
-    log_prob: jax.Array  # [T, B]
-    dist_params: Any  # [T, B, A] leaves
-    value_pred: jax.Array  # [T, B] or [T, B, N], old critic output in target units
-    advantages: jax.Array  # [T, B] (batch-normalized unless adv_norm == "minibatch")
-    bc_advantages: jax.Array  # [T, B] advantages used for AWR weights
-    targets: jax.Array  # [T, B] λ-return targets in the critic's units
-
-
-class Coefs(NamedTuple):
-    """Scheduled coefficients of this update (scalars)."""
-
-    learning_rate: jax.Array
-    critic_learning_rate: jax.Array
-    ent_coef: jax.Array
-    vf_coef: jax.Array
-    bc_coef: jax.Array
-
-
-def loss_fn(params, mb: Batch, carry0, cfg: PPOConfig, network: networks.Network,
-            hp: Hyperparams, coefs: Coefs):
+def loss_fn(
+    params,
+    mb: Batch,
+    carry0,
+    cfg: PPOConfig,
+    network: networks.Network,
+    hp: Hyperparams,
+    coefs: Coefs,
+):
     """Total PPO loss of a minibatch [T', B', ...] and its metrics.
 
     `carry0` holds the recurrent carries ([B', H] leaves) before the minibatch's first step.
     """
-    dist_params, value_pred, _ = network.actor_critic(params, mb.obs, mb.episode_start,
-                                                      carry0)
-    dist = networks.make_dist(dist_params)
+    dist_params, value_pred, _ = network.actor_critic(params, mb.obs, mb.episode_start, carry0)
+    dist = policy.make_dist(dist_params)
     log_prob = dist.log_prob(mb.action)
     entropy = jnp.mean(dist.entropy())
 
     adv = mb.advantages
     if cfg.adv_norm == "minibatch":
         adv = adv_lib.normalize(adv, "minibatch", std_floor=hp.adv_std_floor, clip=hp.adv_clip)
-    policy_loss, aux = losses.clipped_surrogate(log_prob, mb.log_prob, adv, hp.clip_eps,
-                                                hp.log_ratio_clip)
-    old_dist = networks.make_dist(mb.dist_params)
+    policy_loss, aux = losses.clipped_surrogate(
+        log_prob, mb.log_prob, adv, hp.clip_eps, hp.log_ratio_clip
+    )
+    old_dist = policy.make_dist(mb.dist_params)
     for name in ("k1", "k3", "exact"):
         aux[f"kl_{name}"] = jnp.mean(losses.kl(old_dist, dist, mb.log_prob, log_prob, name))
 
     if cfg.critic == "quantile":
-        value_loss = losses.quantile_value_loss(value_pred, mb.value_pred, mb.targets[..., None],
-                                                hp.quantile_kappa, hp.vf_clip,
-                                                cfg.quantile_vf_clip)
+        value_loss = losses.quantile_value_loss(
+            value_pred,
+            mb.value_pred,
+            mb.targets[..., None],
+            hp.quantile_kappa,
+            hp.vf_clip,
+            cfg.quantile_vf_clip,
+        )
     else:
-        value_loss = losses.value_loss(value_pred, mb.value_pred, mb.targets, cfg.value_loss,
-                                       hp.vf_clip, hp.huber_delta)
+        value_loss = losses.value_loss(
+            value_pred, mb.value_pred, mb.targets, cfg.value_loss, hp.vf_clip, hp.huber_delta
+        )
     entropy_loss = -coefs.ent_coef * entropy
     total = policy_loss + entropy_loss + coefs.vf_coef * value_loss
     if cfg.bc_coef is not None:
-        bc_loss, _ = losses.awr_bc_loss(log_prob, mb.bc_advantages, hp.awr_beta,
-                                        hp.awr_max_weight)
+        # AWR weights come from the same (normalized) advantages as the surrogate, here after
+        # any per-minibatch normalization, unless raw advantages are asked for.
+        bc_adv = mb.raw_advantages if cfg.awr_raw_advantages else adv
+        bc_loss, _ = losses.awr_bc_loss(log_prob, bc_adv, hp.awr_beta, hp.awr_max_weight)
         total = total + coefs.bc_coef * bc_loss
         aux["bc_loss"] = bc_loss
         aux["bc_ppo_ratio"] = jnp.abs(coefs.bc_coef * bc_loss) / (jnp.abs(policy_loss) + 1e-8)
-    aux.update(policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
-               entropy_loss=entropy_loss, loss=total)
+    aux.update(
+        policy_loss=policy_loss,
+        value_loss=value_loss,
+        entropy=entropy,
+        entropy_loss=entropy_loss,
+        loss=total,
+    )
     return total, aux
 
 
@@ -146,8 +142,17 @@ class _EpochCarry(NamedTuple):
     applied: jax.Array  # [] float32, minibatch steps taken
 
 
-def update(cfg: PPOConfig, network: networks.Network, params, opt_state, batch: Batch, carry0,
-           hp: Hyperparams, coefs: Coefs, key: jax.Array):
+def update(
+    cfg: PPOConfig,
+    network: networks.Network,
+    params,
+    opt_state,
+    batch: Batch,
+    carry0,
+    hp: Hyperparams,
+    coefs: Coefs,
+    key: jax.Array,
+):
     """All epochs of minibatch steps on one batch.
 
     Returns:
@@ -166,13 +171,20 @@ def update(cfg: PPOConfig, network: networks.Network, params, opt_state, batch: 
         updates, opt_state = tx.update(grads, c.opt_state, c.params)
         params = optax.apply_updates(c.params, updates)
         if not early_stop:
-            return _EpochCarry(params, opt_state, c.stopped, c.applied + 1.0), (aux, 1.0)
+            new = _EpochCarry(
+                params=params, opt_state=opt_state, stopped=c.stopped, applied=c.applied + 1.0
+            )
+            return new, (aux, 1.0)
         skip = c.stopped | (aux[f"kl_{cfg.kl_estimator}"] > 1.5 * hp.target_kl)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(skip, o, n), new, old)
         # Metrics average the applied steps; if the very first step is skipped, report it.
         weight = jnp.where(skip, jnp.where(c.stopped | (c.applied > 0), 0.0, 1.0), 1.0)
-        new = _EpochCarry(keep(params, c.params), keep(opt_state, c.opt_state), skip,
-                          c.applied + jnp.where(skip, 0.0, 1.0))
+        new = _EpochCarry(
+            params=keep(params, c.params),
+            opt_state=keep(opt_state, c.opt_state),
+            stopped=skip,
+            applied=c.applied + jnp.where(skip, 0.0, 1.0),
+        )
         return new, (aux, weight)
 
     if network.recurrent:
@@ -182,10 +194,16 @@ def update(cfg: PPOConfig, network: networks.Network, params, opt_state, batch: 
         mbs = _minibatches(batch, carry0, k, cfg, network.recurrent)
         return jax.lax.scan(minibatch_step, c, mbs)
 
-    init = _EpochCarry(params, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.float32))
+    init = _EpochCarry(
+        params=params,
+        opt_state=opt_state,
+        stopped=jnp.zeros((), bool),
+        applied=jnp.zeros((), jnp.float32),
+    )
     c, (aux, weight) = jax.lax.scan(epoch, init, jax.random.split(key, cfg.update_epochs))
-    weight = jnp.broadcast_to(jnp.asarray(weight, jnp.float32), (cfg.update_epochs,
-                                                                 cfg.num_minibatches))
+    weight = jnp.broadcast_to(
+        jnp.asarray(weight, jnp.float32), (cfg.update_epochs, cfg.num_minibatches)
+    )
     total = jnp.maximum(jnp.sum(weight), 1.0)
     metrics = {k: jnp.sum(v * weight) / total for k, v in aux.items()}
     metrics["approx_kl"] = metrics[f"kl_{cfg.kl_estimator}"]

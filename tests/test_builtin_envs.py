@@ -1,4 +1,4 @@
-"""Tests of the built-in environments: masked-velocity CartPole and RiskyChoice (SPEC §2).
+"""Tests of the built-in environments: masked-velocity CartPole and RiskyChoice.
 
 Every environment is driven through the public gymnax interface (``env.reset`` /
 ``env.step``, auto-reset included) under ``jax.jit`` with a ``vmap`` over keys and a
@@ -16,6 +16,8 @@ from gymnax.environments.classic_control.cartpole import CartPole
 from jppo.envs.cartpole_masked import MaskedCartPole
 from jppo.envs.risky_choice import (
     EnvParams as RiskyParams,
+)
+from jppo.envs.risky_choice import (
     RiskyChoice,
     branch_statistics,
 )

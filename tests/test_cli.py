@@ -7,8 +7,9 @@ from jppo import cli
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "jppo", *args], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "jppo", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_train_prints_final_return():
@@ -26,7 +27,18 @@ def test_bad_value_names_the_field():
 
 def test_every_config_field_is_an_option():
     parser = cli.build_parser()
-    args = parser.parse_args(["train", "--hidden-sizes", "(32, 32)", "--target-kl", "0.02",
-                              "--critic-learning-rate", "None", "--normalize-obs", "true"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--hidden-sizes",
+            "(32, 32)",
+            "--target-kl",
+            "0.02",
+            "--critic-learning-rate",
+            "None",
+            "--normalize-obs",
+            "true",
+        ]
+    )
     assert args.hidden_sizes == (32, 32) and args.target_kl == 0.02
     assert args.critic_learning_rate is None and args.normalize_obs is True

@@ -1,4 +1,4 @@
-"""PPOConfig: defaults, presets, and validation before anything compiles (SPEC §1, §5)."""
+"""PPOConfig: defaults, presets, and validation before anything compiles."""
 
 import dataclasses
 
@@ -11,12 +11,19 @@ from jppo.config import TRACED_FIELDS
 def test_defaults_match_the_contract():
     cfg = jppo.PPOConfig()
     assert (cfg.env, cfg.total_timesteps, cfg.num_envs, cfg.num_steps) == (
-        "CartPole-v1", 500_000, 4, 128)
+        "CartPole-v1",
+        500_000,
+        4,
+        128,
+    )
     assert (cfg.update_epochs, cfg.num_minibatches, cfg.hidden_sizes) == (4, 4, (64, 64))
-    assert (cfg.learning_rate, cfg.gamma, cfg.gae_lambda, cfg.clip_eps) == (
-        2.5e-4, 0.99, 0.95, 0.2)
+    assert (cfg.learning_rate, cfg.gamma, cfg.gae_lambda, cfg.clip_eps) == (2.5e-4, 0.99, 0.95, 0.2)
     assert (cfg.log_ratio_clip, cfg.ent_coef, cfg.vf_coef, cfg.max_grad_norm) == (
-        10.0, 0.01, 0.5, 0.5)
+        10.0,
+        0.01,
+        0.5,
+        0.5,
+    )
     assert cfg.adv_norm == "batch" and cfg.critic == "scalar" and cfg.network == "mlp"
     assert cfg.log_std_init == -0.5 and cfg.target_kl is None and cfg.anneal_lr
     assert cfg.num_updates == 500_000 // 512 and cfg.minibatch_size == 128
@@ -36,35 +43,38 @@ def test_unknown_env_suggests_close_match():
         jppo.PPOConfig(env="CartPol-v1")
 
 
-@pytest.mark.parametrize("changes, field", [
-    (dict(num_minibatches=3), "num_minibatches"),  # 4*128 not divisible by 3
-    (dict(num_envs=0), "num_envs"),
-    (dict(num_steps=-5), "num_steps"),
-    (dict(update_epochs=0), "update_epochs"),
-    (dict(total_timesteps=100), "total_timesteps"),
-    (dict(hidden_sizes=(64, 0)), "hidden_sizes"),
-    (dict(learning_rate=0.0), "learning_rate"),
-    (dict(gamma=1.5), "gamma"),
-    (dict(gae_lambda=-0.1), "gae_lambda"),
-    (dict(clip_eps=0.0), "clip_eps"),
-    (dict(vf_coef=-0.5), "vf_coef"),
-    (dict(max_grad_norm=0.0), "max_grad_norm"),
-    (dict(target_kl=-0.01), "target_kl"),
-    (dict(cvar_alpha=0.0), "cvar_alpha"),
-    (dict(risk_weight=2.0), "risk_weight"),
-    (dict(learning_rate=float("nan")), "learning_rate"),
-    (dict(activation="sigmoidish"), "activation"),
-    (dict(value_loss="l1"), "value_loss"),
-    (dict(adv_norm="batchwise"), "adv_norm"),
-    (dict(kl_estimator="k2"), "kl_estimator"),
-    (dict(critic="categorical"), "critic"),
-    (dict(network="gru"), "network"),
-    (dict(quantile_vf_clip="both"), "quantile_vf_clip"),
-    (dict(network="lstm", num_envs=6, num_minibatches=4), "num_minibatches"),
-    (dict(adv_norm="group", num_adv_groups=3), "num_adv_groups"),
-    (dict(normalize_obs="yes"), "normalize_obs"),
-    (dict(num_envs=4.0), "num_envs"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        (dict(num_minibatches=3), "num_minibatches"),  # 4*128 not divisible by 3
+        (dict(num_envs=0), "num_envs"),
+        (dict(num_steps=-5), "num_steps"),
+        (dict(update_epochs=0), "update_epochs"),
+        (dict(total_timesteps=100), "total_timesteps"),
+        (dict(hidden_sizes=(64, 0)), "hidden_sizes"),
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(gae_lambda=-0.1), "gae_lambda"),
+        (dict(clip_eps=0.0), "clip_eps"),
+        (dict(vf_coef=-0.5), "vf_coef"),
+        (dict(max_grad_norm=0.0), "max_grad_norm"),
+        (dict(target_kl=-0.01), "target_kl"),
+        (dict(cvar_alpha=0.0), "cvar_alpha"),
+        (dict(risk_weight=2.0), "risk_weight"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
+        (dict(activation="sigmoidish"), "activation"),
+        (dict(value_loss="l1"), "value_loss"),
+        (dict(adv_norm="batchwise"), "adv_norm"),
+        (dict(kl_estimator="k2"), "kl_estimator"),
+        (dict(critic="categorical"), "critic"),
+        (dict(network="gru"), "network"),
+        (dict(quantile_vf_clip="both"), "quantile_vf_clip"),
+        (dict(network="lstm", num_envs=6, num_minibatches=4), "num_minibatches"),
+        (dict(adv_norm="group", num_adv_groups=3), "num_adv_groups"),
+        (dict(normalize_obs="yes"), "normalize_obs"),
+        (dict(num_envs=4.0), "num_envs"),
+    ],
+)
 def test_bad_values_name_the_field(changes, field):
     with pytest.raises(ValueError, match=rf"PPOConfig\.{field}="):
         jppo.PPOConfig(**changes)

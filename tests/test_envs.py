@@ -8,8 +8,9 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 import jppo
-from jppo import envs, trainer
-from jppo.rollout import rollout
+from jppo import envs
+from jppo import targets as targets_lib
+from tests.helpers import fresh_rollout
 
 
 @struct.dataclass
@@ -58,16 +59,23 @@ class Counter(environment.Environment):
 
 def _rollout_batch(params):
     env = Counter()
-    cfg = jppo.PPOConfig(env=env, env_params=params, num_envs=2, num_steps=8,
-                         total_timesteps=16, num_minibatches=2, gamma=0.9, gae_lambda=0.8)
-    built = trainer.build(cfg)
-    _, _, spec, network = built
-    state = trainer.init_state(cfg, jax.random.key(0), built=built)
-    _, traj, _, _ = rollout(cfg, env, params, spec, network, state, jax.random.key(1))
-    batch, _, _ = trainer.make_batch(cfg.replace(adv_norm="none"), traj, state.hyperparams,
-                                     None)
-    critic = lambda obs: network.critic(state.params["critic"], obs[None, None],
-                                        jnp.zeros((1, 1), bool), {})[0][0, 0]
+    cfg = jppo.PPOConfig(
+        env=env,
+        env_params=params,
+        num_envs=2,
+        num_steps=8,
+        total_timesteps=16,
+        num_minibatches=2,
+        gamma=0.9,
+        gae_lambda=0.8,
+    )
+    network, state, traj, _ = fresh_rollout(cfg)
+    batch, _, _ = targets_lib.make_batch(
+        cfg.replace(adv_norm="none"), traj, state.learner.hyperparams, None
+    )
+    critic = lambda obs: network.critic(
+        state.learner.params["critic"], obs[None, None], jnp.zeros((1, 1), bool), {}
+    )[0][0, 0]
     return traj, batch, critic
 
 
@@ -91,8 +99,14 @@ def test_terminated_steps_do_not_bootstrap():
 
 def test_custom_environment_instance_trains():
     env = Counter()
-    cfg = jppo.PPOConfig(env=env, env_params=CounterParams(max_steps_in_episode=5),
-                         num_envs=2, num_steps=10, total_timesteps=40, num_minibatches=2)
+    cfg = jppo.PPOConfig(
+        env=env,
+        env_params=CounterParams(max_steps_in_episode=5),
+        num_envs=2,
+        num_steps=10,
+        total_timesteps=40,
+        num_minibatches=2,
+    )
     out = jppo.train(cfg, jax.random.key(0))
     np.testing.assert_allclose(out.metrics["episode_return"], 5.0)
     np.testing.assert_allclose(out.metrics["episode_length"], 5.0)
@@ -101,11 +115,17 @@ def test_custom_environment_instance_trains():
 
 def test_nonfinite_observations_and_rewards_are_sanitized_and_counted():
     env = Counter()
-    cfg = jppo.PPOConfig(env=env, env_params=CounterParams(max_steps_in_episode=7, nan_every=2),
-                         num_envs=2, num_steps=12, total_timesteps=48, num_minibatches=2)
+    cfg = jppo.PPOConfig(
+        env=env,
+        env_params=CounterParams(max_steps_in_episode=7, nan_every=2),
+        num_envs=2,
+        num_steps=12,
+        total_timesteps=48,
+        num_minibatches=2,
+    )
     out = jppo.train(cfg, jax.random.key(0))
     assert float(out.metrics["nonfinite_env_count"].sum()) > 0
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(out.state.params))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(out.state.learner.params))
     assert np.all(np.isfinite(out.metrics["value_loss"]))
 
 

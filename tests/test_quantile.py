@@ -1,7 +1,7 @@
-"""The distributional (quantile) critic inside the training pipeline (SPEC §3.9, issue 5).
+"""The distributional (quantile) critic inside the training pipeline.
 
 The building blocks (`quantile_huber_loss`, `cvar`, `clip_quantiles`) are tested against rlax
-and numpy in tests/test_losses.py; here the checks are that the trainer wires them as §3.9
+and numpy in tests/test_losses.py; here the checks are that the trainer wires them as documented
 says, each against an independent float64 numpy re-derivation:
 
 - the critic head outputs N quantiles [T, B, N], trained at the midpoints τ_i = (2i + 1)/2N;
@@ -21,45 +21,19 @@ import numpy as np
 import pytest
 
 import jppo
-from jppo import losses
+from jppo import losses, schedules
+from jppo import targets as targets_lib
 from jppo import trainer as train_lib
 from jppo.envs.risky_choice import RISKY
 from jppo.normalize import RunningMeanStd
-from jppo.rollout import rollout
-from jppo.types import Transition
-from jppo.update import Batch, loss_fn
-from tests.conftest import SMALL, final_return
+from jppo.types import Batch, Transition
+from jppo.update import loss_fn
+from tests.helpers import SMALL, final_return, fresh_rollout, np_cvar, np_gae
 
 QSMALL = SMALL.replace(critic="quantile", num_quantiles=8)
 
 
 # -- float64 numpy references ------------------------------------------------------------------
-
-def _np_cvar(quantiles, alpha):
-    """(1/α)∫_0^α F⁻¹(u) du with F⁻¹ the step function of the sorted quantiles, by walking
-    the bins of width 1/N until mass α is used up. quantiles [..., N] -> [...]."""
-    q = np.sort(np.asarray(quantiles, np.float64), axis=-1)
-    n = q.shape[-1]
-    total, left = np.zeros(q.shape[:-1]), alpha
-    for i in range(n):
-        take = min(1.0 / n, left)
-        total += take * q[..., i]
-        left -= take
-        if left <= 0:
-            break
-    return total / alpha
-
-
-def _np_gae(reward, value, next_value, terminated, done, gamma, lam):
-    """Backward GAE recursion in float64: (advantages, λ-returns), all [T, B]."""
-    reward, value, next_value = (np.asarray(x, np.float64) for x in (reward, value, next_value))
-    adv = np.zeros_like(reward)
-    running = np.zeros(reward.shape[1])
-    for t in reversed(range(reward.shape[0])):
-        delta = reward[t] + gamma * (1.0 - terminated[t]) * next_value[t] - value[t]
-        running = delta + gamma * lam * (1.0 - done[t]) * running
-        adv[t] = running
-    return adv, adv + value
 
 
 def _np_quantile_huber(pred, target, kappa):
@@ -69,8 +43,7 @@ def _np_quantile_huber(pred, target, kappa):
     n = pred.shape[-1]
     taus = (2 * np.arange(n) + 1) / (2 * n)
     delta = np.asarray(target, np.float64)[:, None] - pred
-    huber = np.where(np.abs(delta) <= kappa, 0.5 * delta**2,
-                     kappa * (np.abs(delta) - 0.5 * kappa))
+    huber = np.where(np.abs(delta) <= kappa, 0.5 * delta**2, kappa * (np.abs(delta) - 0.5 * kappa))
     return np.sum(np.abs(taus - (delta < 0)) * huber, axis=-1)
 
 
@@ -84,12 +57,10 @@ def _np_clip(pred, old, c, mode):
 
 # -- shapes -----------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _real_rollout(cfg):
-    built = train_lib.build(cfg)
-    env, env_params, spec, network = built
-    state = train_lib.init_state(cfg, jax.random.key(0), built=built)
-    _, traj, _, _ = rollout(cfg, env, env_params, spec, network, state, jax.random.key(1))
+    network, state, traj, _ = fresh_rollout(cfg)
     return network, state, traj
 
 
@@ -97,23 +68,25 @@ def test_quantile_head_outputs_n_quantiles():
     network, state, traj = _real_rollout(QSMALL)
     t, b, n = QSMALL.num_steps, QSMALL.num_envs, QSMALL.num_quantiles
     obs = jnp.zeros((3, 5, 4))
-    values, _ = network.critic(state.params["critic"], obs, jnp.zeros((3, 5), bool), {})
+    values, _ = network.critic(state.learner.params["critic"], obs, jnp.zeros((3, 5), bool), {})
     chex.assert_shape(values, (3, 5, n))
     chex.assert_shape([traj.value_pred, traj.next_value_pred], (t, b, n))
     # The quantiles start out distinct (a head of N outputs, not one value repeated).
     assert float(jnp.min(jnp.std(traj.value_pred, axis=-1))) > 0
-    batch, _, metrics = train_lib.make_batch(QSMALL, traj, state.hyperparams, None)
+    batch, _, metrics = targets_lib.make_batch(QSMALL, traj, state.learner.hyperparams, None)
     chex.assert_shape(batch.value_pred, (t, b, n))
     chex.assert_shape([batch.advantages, batch.targets], (t, b))
     assert "value_cvar" in metrics
-    lstm = train_lib.build(QSMALL.replace(network="lstm", lstm_size=8))[3]
+    lstm = train_lib.build(QSMALL.replace(network="lstm", lstm_size=8)).network
     params = lstm.init(jax.random.key(0))
-    values, _ = lstm.critic(params["critic"], obs, jnp.zeros((3, 5), bool),
-                            lstm.initial_carry(5)["critic"])
+    values, _ = lstm.critic(
+        params["critic"], obs, jnp.zeros((3, 5), bool), lstm.initial_carry(5)["critic"]
+    )
     chex.assert_shape(values, (3, 5, n))
 
 
 # -- the risk-adjusted baseline in make_batch -------------------------------------------------
+
 
 def _synthetic_traj(n, t=12, b=5, seed=0):
     """Random unsorted quantiles, rewards, terminations and truncations (done, not terminated)."""
@@ -123,12 +96,17 @@ def _synthetic_traj(n, t=12, b=5, seed=0):
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     zeros = jnp.zeros((t, b))
     return Transition(
-        obs=jnp.zeros((t, b, 4)), episode_start=jnp.zeros((t, b), bool),
-        action=jnp.zeros((t, b), jnp.int32), log_prob=zeros,
+        obs=jnp.zeros((t, b, 4)),
+        episode_start=jnp.zeros((t, b), bool),
+        action=jnp.zeros((t, b), jnp.int32),
+        log_prob=zeros,
         dist_params={"logits": jnp.zeros((t, b, 2))},
-        value_pred=f32(rng.normal(1.0, 2.0, (t, b, n))), reward=f32(rng.normal(size=(t, b))),
-        terminated=jnp.asarray(terminated), done=jnp.asarray(done),
-        next_value_pred=f32(rng.normal(1.0, 2.0, (t, b, n))))
+        value_pred=f32(rng.normal(1.0, 2.0, (t, b, n))),
+        reward=f32(rng.normal(size=(t, b))),
+        terminated=jnp.asarray(terminated),
+        done=jnp.asarray(done),
+        next_value_pred=f32(rng.normal(1.0, 2.0, (t, b, n))),
+    )
 
 
 CASES = [  # (risk_weight, cvar_alpha, num_quantiles, value statistics (mean, var) or None)
@@ -141,9 +119,15 @@ CASES = [  # (risk_weight, cvar_alpha, num_quantiles, value statistics (mean, va
 
 @pytest.mark.parametrize("w, alpha, n, stats", CASES)
 def test_make_batch_risk_baseline_matches_numpy_gae(w, alpha, n, stats):
-    cfg = QSMALL.replace(num_quantiles=n, adv_norm="none", gamma=0.9, gae_lambda=0.8,
-                         risk_weight=w, cvar_alpha=alpha,
-                         normalize_value_targets=stats is not None)
+    cfg = QSMALL.replace(
+        num_quantiles=n,
+        adv_norm="none",
+        gamma=0.9,
+        gae_lambda=0.8,
+        risk_weight=w,
+        cvar_alpha=alpha,
+        normalize_value_targets=stats is not None,
+    )
     traj = _synthetic_traj(n)
     hp = jppo.Hyperparams.from_config(cfg)
     value_stats = None
@@ -151,15 +135,17 @@ def test_make_batch_risk_baseline_matches_numpy_gae(w, alpha, n, stats):
     next_quantiles = np.asarray(traj.next_value_pred, np.float64)
     if stats is not None:
         value_stats = RunningMeanStd.init(())._replace(
-            mean=jnp.float32(stats[0]), var=jnp.float32(stats[1]), count=jnp.float32(50.0))
+            mean=jnp.float32(stats[0]), var=jnp.float32(stats[1]), count=jnp.float32(50.0)
+        )
         scale = np.sqrt(stats[1] + 1e-8)
         quantiles, next_quantiles = quantiles * scale + stats[0], next_quantiles * scale + stats[0]
-    batch, new_stats, metrics = jax.jit(
-        lambda tr, h, s: train_lib.make_batch(cfg, tr, h, s))(traj, hp, value_stats)
+    batch, new_stats, metrics = jax.jit(lambda tr, h, s: targets_lib.make_batch(cfg, tr, h, s))(
+        traj, hp, value_stats
+    )
 
     term, done = np.asarray(traj.terminated, float), np.asarray(traj.done, float)
-    gae = lambda v, nv: _np_gae(traj.reward, v, nv, term, done, 0.9, 0.8)  # noqa: E731
-    risky = lambda q: (1 - w) * q.mean(-1) + w * _np_cvar(q, alpha)  # noqa: E731
+    gae = lambda v, nv: np_gae(traj.reward, v, nv, term, done, 0.9, 0.8)  # noqa: E731
+    risky = lambda q: (1 - w) * q.mean(-1) + w * np_cvar(q, alpha)  # noqa: E731
     adv, _ = gae(risky(quantiles), risky(next_quantiles))
     mean_adv, targets = gae(quantiles.mean(-1), next_quantiles.mean(-1))
     np.testing.assert_allclose(batch.advantages, adv, rtol=1e-4, atol=1e-4)
@@ -173,8 +159,9 @@ def test_make_batch_risk_baseline_matches_numpy_gae(w, alpha, n, stats):
         assert abs(float(new_stats.mean) - stats[0]) > 1e-3
         norm = (targets - float(new_stats.mean)) / np.sqrt(float(new_stats.var) + 1e-8)
         np.testing.assert_allclose(batch.targets, norm, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(metrics["value_cvar"], _np_cvar(quantiles, alpha).mean(),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        metrics["value_cvar"], np_cvar(quantiles, alpha).mean(), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(metrics["value_mean"], quantiles.mean(), rtol=1e-4, atol=1e-4)
 
 
@@ -192,11 +179,12 @@ def test_cvar_gradient_ties_nan_and_vmapped_alpha():
     rng = np.random.default_rng(5)
     q = rng.normal(size=(6, 32))
     alphas = np.array([0.01, 0.1, 0.3, 0.5, 1.0])
-    f = jax.jit(jax.vmap(jax.value_and_grad(lambda x, a: jnp.sum(losses.cvar(x, a))),
-                         in_axes=(None, 0)))
+    f = jax.jit(
+        jax.vmap(jax.value_and_grad(lambda x, a: jnp.sum(losses.cvar(x, a))), in_axes=(None, 0))
+    )
     values, grads = f(jnp.asarray(q, jnp.float32), jnp.asarray(alphas, jnp.float32))
     for i, a in enumerate(alphas):
-        np.testing.assert_allclose(values[i], _np_cvar(q, a).sum(), rtol=1e-5)
+        np.testing.assert_allclose(values[i], np_cvar(q, a).sum(), rtol=1e-5)
         np.testing.assert_allclose(grads[i], _np_cvar_weights(q, a), rtol=1e-5, atol=1e-7)
     # Ties: [0, 0, 0, 1] at α = 0.5 (αN = 2): the three zeros share weight 2 equally.
     grad = jax.grad(lambda x: losses.cvar(x, 0.5))(jnp.array([0.0, 1.0, 0.0, 0.0]))
@@ -208,14 +196,18 @@ def test_cvar_gradient_ties_nan_and_vmapped_alpha():
 
 # -- value clipping mode in the loss ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["mean_shift", "per_quantile", None])
 def test_loss_uses_selected_quantile_vf_clip(mode):
     """loss_fn's value_loss equals the numpy loss of the selected clip mode (midpoint taus),
     and not that of the other mode, nor the unclipped one."""
     c, m, n = 0.3, 64, 8
-    cfg = QSMALL.replace(vf_clip=None if mode is None else c,
-                         quantile_vf_clip=mode or "mean_shift", quantile_kappa=1.0)
-    network = train_lib.build(cfg)[3]
+    cfg = QSMALL.replace(
+        vf_clip=None if mode is None else c,
+        quantile_vf_clip=mode or "mean_shift",
+        quantile_kappa=1.0,
+    )
+    network = train_lib.build(cfg).network
     params = network.init(jax.random.key(0))
     rng = np.random.default_rng(3)
     obs = jnp.asarray(rng.normal(size=(1, m, 4)), jnp.float32)
@@ -225,13 +217,22 @@ def test_loss_uses_selected_quantile_vf_clip(mode):
     # two modes give different clipped quantiles.
     old = pred + rng.choice([-1.0, 1.0], (1, m, 1)) + rng.normal(0, 0.4, (1, m, n))
     targets = pred.mean(-1) + rng.normal(0, 0.5, (1, m))
-    mb = Batch(obs, reset, jnp.zeros((1, m), jnp.int32), jnp.zeros((1, m)),
-               {"logits": jnp.zeros((1, m, 2))}, jnp.asarray(old, jnp.float32),
-               jnp.zeros((1, m)), jnp.zeros((1, m)), jnp.asarray(targets, jnp.float32))
+    mb = Batch(
+        obs=obs,
+        episode_start=reset,
+        action=jnp.zeros((1, m), jnp.int32),
+        log_prob=jnp.zeros((1, m)),
+        dist_params={"logits": jnp.zeros((1, m, 2))},
+        value_pred=jnp.asarray(old, jnp.float32),
+        advantages=jnp.zeros((1, m)),
+        raw_advantages=jnp.zeros((1, m)),
+        targets=jnp.asarray(targets, jnp.float32),
+    )
     hp = jppo.Hyperparams.from_config(cfg)
-    coefs = train_lib.schedule(cfg, hp, jnp.zeros((), jnp.int32))
-    _, aux = jax.jit(lambda p, b: loss_fn(p, b, {"actor": {}, "critic": {}}, cfg, network, hp,
-                                          coefs))(params, mb)
+    coefs = schedules.coefficients(cfg, hp, jnp.zeros((), jnp.int32))
+    _, aux = jax.jit(
+        lambda p, b: loss_fn(p, b, {"actor": {}, "critic": {}}, cfg, network, hp, coefs)
+    )(params, mb)
 
     flat = lambda x: x.reshape(m, -1)  # noqa: E731
     unclipped = _np_quantile_huber(flat(pred), targets.ravel(), 1.0)
@@ -248,6 +249,7 @@ def test_loss_uses_selected_quantile_vf_clip(mode):
 
 # -- learning ---------------------------------------------------------------------------------
 
+
 def test_quantile_critic_solves_cartpole():
     """PPOConfig(critic="quantile") on CartPole-v1: ≥ 475 over 4 seeds (last 5 % of updates);
     the logged CVaR_0.1 of the quantiles never exceeds their mean.
@@ -255,8 +257,9 @@ def test_quantile_critic_solves_cartpole():
     With normalize_value_targets (the default) all 4 seeds end at 500, and all 8 of
     split(key(1), 8); without it one seed of split(key(0), 4) collapsed late (mean 448).
     """
-    out = jppo.train_seeds(jppo.PPOConfig(critic="quantile"),
-                           jax.random.split(jax.random.key(0), 4))
+    out = jppo.train_seeds(
+        jppo.PPOConfig(critic="quantile"), jax.random.split(jax.random.key(0), 4)
+    )
     metrics = out.metrics
     assert final_return(metrics) >= 475, metrics["episode_return"][:, -10:]
     chex.assert_shape(metrics["value_cvar"], metrics["value_mean"].shape)
@@ -276,9 +279,17 @@ def test_quantile_critic_solves_cartpole():
 # 100 updates). Settings: γ = 1, λ = 0.8, 64 envs × 10 steps (2 episodes per env per update),
 # learning rate 1e-3, 50 updates (32k steps), defaults otherwise (ent_coef 0.01). Seeds from
 # keys 0, 1, 2 all gave p(risky) ≥ 0.98 at w = 0 and ≤ 0.005 at w = 1.
-RISKY_CFG = jppo.PPOConfig(env="RiskyChoice", critic="quantile", num_envs=64, num_steps=10,
-                           total_timesteps=64 * 10 * 50, learning_rate=1e-3, gamma=1.0,
-                           gae_lambda=0.8, cvar_alpha=0.1)
+RISKY_CFG = jppo.PPOConfig(
+    env="RiskyChoice",
+    critic="quantile",
+    num_envs=64,
+    num_steps=10,
+    total_timesteps=64 * 10 * 50,
+    learning_rate=1e-3,
+    gamma=1.0,
+    gae_lambda=0.8,
+    cvar_alpha=0.1,
+)
 
 
 def test_risk_weight_picks_the_branch_on_risky_choice():
@@ -288,14 +299,14 @@ def test_risk_weight_picks_the_branch_on_risky_choice():
     in_axes = (0, jax.tree.map(lambda _: None, hp)._replace(risk_weight=0))  # only w varies
     keys = jax.random.split(jax.random.key(0), 8)
     out = jax.jit(jax.vmap(jppo.make_train(RISKY_CFG), in_axes=in_axes))(keys, hp)
-    network = train_lib.build(RISKY_CFG)[3]
+    network = train_lib.build(RISKY_CFG).network
     obs = jnp.array([[[1.0, 0.0, 0.0, 0.0]]])  # the reset observation: the choice step
 
     def p_risky(params):
         dist_params, _ = network.actor(params["actor"], obs, jnp.ones((1, 1), bool), {})
         return jax.nn.softmax(dist_params["logits"][0, 0])[RISKY]
 
-    p = np.asarray(jax.vmap(p_risky)(out.state.params))
+    p = np.asarray(jax.vmap(p_risky)(out.state.learner.params))
     assert np.all(p[:4] > 0.5) and np.all(p[4:] < 0.5), p
     # The critic sees the risky tail: the logged CVaR is far below the mean for w = 0.
     cvar, mean = out.metrics["value_cvar"][:, -1], out.metrics["value_mean"][:, -1]

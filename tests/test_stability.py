@@ -1,8 +1,8 @@
-"""Stability controls end to end (issue 3; SPEC §3.4–3.8, §5).
+"""Stability controls end to end.
 
 Advantage normalization as the pipeline applies it, KL early stopping against an independent
 replay of the minibatch steps, the adaptive clip range, the entropy and value-coefficient
-schedules, and the kl_explosion regime: CartPole with rewards in the thousands.
+schedules, and the reward-scale stress regime: CartPole with rewards in the thousands.
 """
 
 import gymnax
@@ -13,12 +13,12 @@ import optax
 import pytest
 
 import jppo
-from jppo import envs
-from jppo import trainer as train_lib
+from jppo import envs, schedules
+from jppo import targets as targets_lib
 from jppo.envs.wrappers import ScaledReward
 from jppo.optim import make_optimizer
 from jppo.update import loss_fn, update
-from tests.conftest import SMALL, fresh_rollout
+from tests.helpers import SMALL, fresh_rollout, np_log_softmax
 
 MODES = ("batch", "minibatch", "group", "robust", "scale", "none")
 
@@ -34,8 +34,9 @@ def _hp(cfg, floor, clip):
 
 # -- (a) advantage normalization in the pipeline ----------------------------------------------
 
+
 def _np_normalize(raw, mode, num_groups, floor, clip):
-    """float64 numpy reference of SPEC §3.6 over a [T, B] batch (groups = env blocks)."""
+    """float64 numpy reference of every advantage mode over a [T, B] batch (groups = env blocks)."""
     x = np.asarray(raw, np.float64)
     if mode in ("none", "minibatch"):  # make_batch leaves both untouched
         return x
@@ -59,16 +60,18 @@ def _np_normalize(raw, mode, num_groups, floor, clip):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("floor, clip", [(1e-2, 10.0), (1e6, None), (1e-2, 0.5)],
-                         ids=["defaults", "std_floor", "clip"])
+@pytest.mark.parametrize(
+    "floor, clip", [(1e-2, 10.0), (1e6, None), (1e-2, 0.5)], ids=["defaults", "std_floor", "clip"]
+)
 def test_make_batch_applies_adv_norm(small_rollout, mode, floor, clip):
     """make_batch's advantages equal a float64 re-derivation for every mode, with the
     traced std floor and clip plumbed through (groups are contiguous env blocks)."""
     _, state, traj, _ = small_rollout
     cfg = SMALL.replace(adv_norm=mode, num_adv_groups=2 if mode == "group" else 1)
-    raw = train_lib.make_batch(SMALL.replace(adv_norm="none"), traj, state.hyperparams,
-                               None)[0].advantages
-    batch, _, _ = train_lib.make_batch(cfg, traj, _hp(cfg, floor, clip), None)
+    raw = targets_lib.make_batch(
+        SMALL.replace(adv_norm="none"), traj, state.learner.hyperparams, None
+    )[0].advantages
+    batch, _, _ = targets_lib.make_batch(cfg, traj, _hp(cfg, floor, clip), None)
     expected = _np_normalize(raw, mode, 2, floor, clip)
     np.testing.assert_allclose(batch.advantages, expected, rtol=1e-5, atol=1e-5)
     if mode not in ("none", "minibatch") and clip == 0.5:  # the clip is active
@@ -81,10 +84,15 @@ def test_make_batch_mode_properties(small_rollout, mode):
     """The defining property of each mode over the batch, with the default floor and clip."""
     _, state, traj, _ = small_rollout
     cfg = SMALL.replace(adv_norm=mode, num_adv_groups=2 if mode == "group" else 1)
-    raw = np.asarray(train_lib.make_batch(SMALL.replace(adv_norm="none"), traj,
-                                          state.hyperparams, None)[0].advantages, np.float64)
-    adv = np.asarray(train_lib.make_batch(cfg, traj, state.hyperparams, None)[0].advantages,
-                     np.float64)
+    raw = np.asarray(
+        targets_lib.make_batch(
+            SMALL.replace(adv_norm="none"), traj, state.learner.hyperparams, None
+        )[0].advantages,
+        np.float64,
+    )
+    adv = np.asarray(
+        targets_lib.make_batch(cfg, traj, state.learner.hyperparams, None)[0].advantages, np.float64
+    )
     assert raw.std() > 0.05 and abs(raw.mean()) > 1e-3  # a batch that needs normalizing
     if mode == "batch":
         assert abs(adv.mean()) < 1e-5 and adv.std() == pytest.approx(1.0, abs=1e-4)
@@ -108,14 +116,15 @@ def test_minibatch_mode_normalizes_inside_loss_fn(small_rollout):
     on advantages normalized (float64 numpy) over that minibatch, and is invariant to an
     affine change of the raw advantages."""
     network, state, traj, carry0 = small_rollout
-    hp = state.hyperparams
+    hp = state.learner.hyperparams
     cfg_mb, cfg_none = SMALL.replace(adv_norm="minibatch"), SMALL.replace(adv_norm="none")
-    batch = train_lib.make_batch(cfg_mb, traj, hp, None)[0]
+    batch = targets_lib.make_batch(cfg_mb, traj, hp, None)[0]
     # One minibatch of the first 64 transitions of env 0..1, ratio != 1 (moved params).
     mb = jax.tree.map(lambda x: x[:32, :2], batch)
-    coefs = train_lib.schedule(cfg_mb, hp, state.step)
-    params = jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
-                          state.params)
+    coefs = schedules.coefficients(cfg_mb, hp, state.step)
+    params = jax.tree.map(
+        lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)), state.learner.params
+    )
 
     def actor_grad(cfg, mb):
         grads = jax.grad(lambda p: loss_fn(p, mb, carry0, cfg, network, hp, coefs)[0])(params)
@@ -130,8 +139,7 @@ def test_minibatch_mode_normalizes_inside_loss_fn(small_rollout):
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     jax.tree.map(close, g_mb, g_ref)
     jax.tree.map(close, g_mb, g_affine)
-    diff = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), g_mb,
-                                        g_raw))
+    diff = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), g_mb, g_raw))
     assert max(diff) > 1e-4  # normalization actually changed something
 
 
@@ -143,15 +151,9 @@ KL_CFG = SMALL  # 4 epochs x 4 minibatches of 32 transitions
 @pytest.fixture(scope="module")
 def kl_setup():
     network, state, traj, carry0 = fresh_rollout(KL_CFG, key=5)
-    batch = train_lib.make_batch(KL_CFG, traj, state.hyperparams, None)[0]
-    coefs = train_lib.schedule(KL_CFG, state.hyperparams, state.step)
+    batch = targets_lib.make_batch(KL_CFG, traj, state.learner.hyperparams, None)[0]
+    coefs = schedules.coefficients(KL_CFG, state.learner.hyperparams, state.step)
     return network, state, batch, carry0, coefs
-
-
-def _log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def _np_kl(estimator, old_lp, new_lp, old_logits, new_logits):
@@ -162,7 +164,7 @@ def _np_kl(estimator, old_lp, new_lp, old_logits, new_logits):
     if estimator == "k3":
         log_r = new_lp - old_lp
         return np.mean(np.expm1(log_r) - log_r)
-    lo, ln = _log_softmax(old_logits), _log_softmax(new_logits)
+    lo, ln = np_log_softmax(old_logits), np_log_softmax(new_logits)
     return np.mean(np.sum(np.exp(lo) * (lo - ln), axis=-1))
 
 
@@ -179,18 +181,22 @@ def _replay(cfg, network, params, opt_state, batch, carry0, hp, coefs, key, thre
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    actor = jax.jit(lambda p, mb: network.actor(p["actor"], mb.obs, mb.episode_start,
-                                                carry0["actor"])[0]["logits"])
+    actor = jax.jit(
+        lambda p, mb: network.actor(p["actor"], mb.obs, mb.episode_start, carry0["actor"])[0][
+            "logits"
+        ]
+    )
     flat = jax.tree.map(lambda x: np.asarray(x).reshape((cfg.batch_size,) + x.shape[2:]), batch)
     applied, seen = [], []
     for k in jax.random.split(key, cfg.update_epochs):
         perm = np.asarray(jax.random.permutation(k, cfg.batch_size))
         for i in range(cfg.num_minibatches):
-            idx = perm[i * cfg.minibatch_size:(i + 1) * cfg.minibatch_size]
+            idx = perm[i * cfg.minibatch_size : (i + 1) * cfg.minibatch_size]
             mb = jax.tree.map(lambda x: jnp.asarray(x[idx][None]), flat)
             logits = np.asarray(actor(params, mb), np.float64)
-            new_lp = np.take_along_axis(_log_softmax(logits), np.asarray(mb.action)[..., None],
-                                        axis=-1)[..., 0]
+            new_lp = np.take_along_axis(
+                np_log_softmax(logits), np.asarray(mb.action)[..., None], axis=-1
+            )[..., 0]
             kl = _np_kl(cfg.kl_estimator, mb.log_prob, new_lp, mb.dist_params["logits"], logits)
             seen.append(kl)
             if threshold is not None and kl > threshold:
@@ -202,7 +208,13 @@ def _replay(cfg, network, params, opt_state, batch, carry0, hp, coefs, key, thre
 
 def _compiled_update(cfg, network, state, batch, carry0, coefs, key):
     fn = jax.jit(lambda p, o, b, hp, c: update(cfg, network, p, o, b, carry0, hp, c, key))
-    return fn(state.params, state.opt_state, batch, jppo.Hyperparams.from_config(cfg), coefs)
+    return fn(
+        state.learner.params,
+        state.learner.opt_state,
+        batch,
+        jppo.Hyperparams.from_config(cfg),
+        coefs,
+    )
 
 
 def _adam_counts(opt_state):
@@ -219,7 +231,17 @@ def test_kl_early_stop_equals_replay_of_applied_steps(kl_setup, estimator):
     cfg = KL_CFG.replace(kl_estimator=estimator)
     key = jax.random.key(11)
     hp = jppo.Hyperparams.from_config(cfg)
-    args = (cfg, network, state.params, state.opt_state, batch, carry0, hp, coefs, key)
+    args = (
+        cfg,
+        network,
+        state.learner.params,
+        state.learner.opt_state,
+        batch,
+        carry0,
+        hp,
+        coefs,
+        key,
+    )
     # KL of every minibatch of an unstopped run; trip at the first new maximum from step 5 on,
     # with the threshold half-way between it and the largest KL before it (no float ties).
     _, _, kls, _ = _replay(*args, threshold=None)
@@ -227,10 +249,10 @@ def test_kl_early_stop_equals_replay_of_applied_steps(kl_setup, estimator):
     threshold = 0.5 * (kls[stop] + max(kls[:stop]))
     cfg = cfg.replace(target_kl=float(threshold / 1.5))
 
-    params, opt_state, metrics = _compiled_update(cfg, network, state, batch, carry0, coefs,
-                                                  key)
-    ref_params, ref_opt, applied, _ = _replay(*args[:6], jppo.Hyperparams.from_config(cfg),
-                                             coefs, key, threshold=threshold)
+    params, opt_state, metrics = _compiled_update(cfg, network, state, batch, carry0, coefs, key)
+    ref_params, ref_opt, applied, _ = _replay(
+        *args[:6], jppo.Hyperparams.from_config(cfg), coefs, key, threshold=threshold
+    )
     assert len(applied) == stop < cfg.update_epochs * cfg.num_minibatches
     assert float(metrics["epochs_completed"]) == pytest.approx(stop / cfg.num_minibatches)
     assert float(metrics["epochs_completed"]) < cfg.update_epochs
@@ -245,13 +267,15 @@ def test_kl_early_stop_equals_replay_of_applied_steps(kl_setup, estimator):
 def test_kl_early_stop_off_or_loose_runs_all_epochs(kl_setup):
     """target_kl=None runs every minibatch; a target_kl that never trips changes nothing."""
     network, state, batch, carry0, coefs = kl_setup
-    p_off, o_off, m_off = _compiled_update(KL_CFG, network, state, batch, carry0, coefs,
-                                           jax.random.key(11))
+    p_off, o_off, m_off = _compiled_update(
+        KL_CFG, network, state, batch, carry0, coefs, jax.random.key(11)
+    )
     assert float(m_off["epochs_completed"]) == KL_CFG.update_epochs
     assert _adam_counts(o_off)[0] == KL_CFG.update_epochs * KL_CFG.num_minibatches
     loose = KL_CFG.replace(target_kl=1e6)
-    p_on, o_on, m_on = _compiled_update(loose, network, state, batch, carry0, coefs,
-                                        jax.random.key(11))
+    p_on, o_on, m_on = _compiled_update(
+        loose, network, state, batch, carry0, coefs, jax.random.key(11)
+    )
     assert float(m_on["epochs_completed"]) == KL_CFG.update_epochs
     jax.tree.map(np.testing.assert_array_equal, p_on, p_off)
     jax.tree.map(np.testing.assert_array_equal, o_on, o_off)
@@ -271,12 +295,14 @@ def test_no_target_kl_completes_all_epochs(small_run):
 
 # -- (c) adaptive clip range ----------------------------------------------------------------
 
+
 def test_adaptive_clip_follows_the_rule():
     """clip_eps[t+1] = clip(clip_eps[t]·(1.1 if frac[t] > 0.3, 0.9 if < 0.1, else 1),
     0.05, 0.5), over a 3-member sweep that exercises both factors and both bounds."""
     cfg = SMALL.replace(total_timesteps=24 * SMALL.batch_size, adaptive_clip=True)
-    hps = jppo.Hyperparams.from_config(cfg, learning_rate=jnp.array([2.5e-4, 3e-2, 1e-1]),
-                                       clip_eps=jnp.array([0.2, 0.45, 0.48]))
+    hps = jppo.Hyperparams.from_config(
+        cfg, learning_rate=jnp.array([2.5e-4, 3e-2, 1e-1]), clip_eps=jnp.array([0.2, 0.45, 0.48])
+    )
     hps = jax.tree.map(lambda x: jnp.broadcast_to(x, (3,)), hps)
     out = jax.jit(jax.vmap(jppo.make_train(cfg), in_axes=(None, 0)))(jax.random.key(0), hps)
     eps = np.asarray(out.metrics["clip_eps"], np.float64)
@@ -285,8 +311,11 @@ def test_adaptive_clip_follows_the_rule():
     factor = np.where(frac > 0.3, 1.1, np.where(frac < 0.1, 0.9, 1.0))
     unbounded = eps[:, :-1] * factor[:, :-1]
     np.testing.assert_allclose(eps[:, 1:], np.clip(unbounded, 0.05, 0.5), rtol=1e-5)
-    np.testing.assert_allclose(out.state.hyperparams.clip_eps,
-                               np.clip(eps[:, -1] * factor[:, -1], 0.05, 0.5), rtol=1e-5)
+    np.testing.assert_allclose(
+        out.state.learner.hyperparams.clip_eps,
+        np.clip(eps[:, -1] * factor[:, -1], 0.05, 0.5),
+        rtol=1e-5,
+    )
     # Every branch of the rule happened: both factors, no change, and both bounds bit.
     assert np.any(factor == 1.1) and np.any(factor == 0.9) and np.any(factor == 1.0)
     assert np.any(unbounded < 0.05) and np.any(unbounded > 0.5)
@@ -298,9 +327,15 @@ def test_clip_eps_constant_without_adaptive_clip(small_run):
 
 # -- (d) entropy and value-coefficient schedules ---------------------------------------------
 
-SCHED = SMALL.replace(total_timesteps=16 * SMALL.batch_size, ent_coef=0.05, ent_coef_final=0.0,
-                      ent_coef_min=0.01, vf_coef=0.5, vf_coef_init=2.0,
-                      vf_warmup_fraction=0.25)
+SCHED = SMALL.replace(
+    total_timesteps=16 * SMALL.batch_size,
+    ent_coef=0.05,
+    ent_coef_final=0.0,
+    ent_coef_min=0.01,
+    vf_coef=0.5,
+    vf_coef_init=2.0,
+    vf_warmup_fraction=0.25,
+)
 
 
 def test_entropy_decay_with_floor_and_vf_warm_down():
@@ -316,10 +351,14 @@ def test_entropy_decay_with_floor_and_vf_warm_down():
     vf = 2.0 + (0.5 - 2.0) * np.minimum(t / warm, 1.0)
     np.testing.assert_allclose(metrics["vf_coef"], vf, rtol=1e-6)
     # The scheduled coefficients are the ones in the loss.
-    np.testing.assert_allclose(metrics["entropy_loss"], -metrics["ent_coef"] * metrics["entropy"],
-                               rtol=1e-5)
-    total = metrics["policy_loss"] + metrics["entropy_loss"] + (
-        metrics["vf_coef"] * metrics["value_loss"])
+    np.testing.assert_allclose(
+        metrics["entropy_loss"], -metrics["ent_coef"] * metrics["entropy"], rtol=1e-5
+    )
+    total = (
+        metrics["policy_loss"]
+        + metrics["entropy_loss"]
+        + (metrics["vf_coef"] * metrics["value_loss"])
+    )
     np.testing.assert_allclose(metrics["loss"], total, rtol=1e-4, atol=1e-6)
 
 
@@ -328,7 +367,8 @@ def test_constant_coefficients_by_default(small_run):
     np.testing.assert_allclose(small_run.metrics["vf_coef"], SMALL.vf_coef, rtol=1e-7)
 
 
-# -- item 4: rewards in the thousands (seeds/kl_explosion) -----------------------------------
+# -- rewards in the thousands ------------------------------------------------------------------
+
 
 def _scaled_cartpole():
     return ScaledReward(gymnax.make("CartPole-v1")[0], scale=1000.0, shift=-500.0)
@@ -341,14 +381,19 @@ def test_scaled_reward_wrapper_keeps_the_step_contract():
     env = _scaled_cartpole()
     assert envs.env_spec(env, params) == envs.env_spec(inner, params)
     _, state = inner.reset(jax.random.key(0), params)
-    cases = {"step": state,
-             "terminated": state.replace(theta=jnp.asarray(0.5, state.theta.dtype)),
-             "truncated": state.replace(time=params.max_steps_in_episode - 1)}
-    for name, s in cases.items():
+    cases = {
+        "step": state,
+        "terminated": state.replace(theta=jnp.asarray(0.5, state.theta.dtype)),
+        "truncated": state.replace(time=params.max_steps_in_episode - 1),
+    }
+    for s in cases.values():
         a = inner.step(jax.random.key(1), s, 1, params)
         b = env.step(jax.random.key(1), s, 1, params)
-        jax.tree.map(np.testing.assert_array_equal, (a[0], a[1], a[3], a[4], a[5]),
-                     (b[0], b[1], b[3], b[4], b[5]))
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            (a[0], a[1], a[3], a[4], a[5]),
+            (b[0], b[1], b[3], b[4], b[5]),
+        )
         assert float(b[2]) == 1000.0 * float(a[2]) - 500.0
         assert float(env.unscale(b[2])) == float(a[2])
     assert bool(env.step(jax.random.key(1), cases["truncated"], 1, params)[4])

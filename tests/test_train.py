@@ -6,21 +6,45 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import jppo
-from jppo import networks, optim
+from jppo import optim, policy, schedules
+from jppo import targets as targets_lib
 from jppo import trainer as train_lib
 from jppo.update import update
-from tests.conftest import SMALL, SMALL_PENDULUM, fresh_rollout
+from tests.helpers import SMALL, SMALL_PENDULUM, fresh_rollout
 
 SPEC_METRICS = (
-    "timesteps", "episode_return", "episode_length", "episodes_completed", "policy_loss",
-    "value_loss", "entropy", "entropy_loss", "approx_kl", "kl_k1", "kl_k3", "kl_exact",
-    "clip_fraction", "ratio_mean", "ratio_min", "ratio_max", "log_ratio_clamped_fraction",
-    "nonfinite_ratio_count", "explained_variance", "adv_mean", "adv_std", "value_mean",
-    "return_mean", "grad_norm", "learning_rate", "ent_coef", "clip_eps", "epochs_completed",
-    "nonfinite_grad_count")
+    "timesteps",
+    "episode_return",
+    "episode_length",
+    "episodes_completed",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "entropy_loss",
+    "approx_kl",
+    "kl_k1",
+    "kl_k3",
+    "kl_exact",
+    "clip_fraction",
+    "ratio_mean",
+    "ratio_min",
+    "ratio_max",
+    "log_ratio_clamped_fraction",
+    "nonfinite_ratio_count",
+    "explained_variance",
+    "adv_mean",
+    "adv_std",
+    "value_mean",
+    "return_mean",
+    "grad_norm",
+    "learning_rate",
+    "ent_coef",
+    "clip_eps",
+    "epochs_completed",
+    "nonfinite_grad_count",
+)
 
 
 def test_metrics_have_spec_names_and_shapes(small_run):
@@ -29,19 +53,21 @@ def test_metrics_have_spec_names_and_shapes(small_run):
         assert name in small_run.metrics, name
         chex.assert_shape(small_run.metrics[name], (n,))
         assert np.all(np.isfinite(small_run.metrics[name])), name
-    np.testing.assert_array_equal(small_run.metrics["timesteps"],
-                                  SMALL.batch_size * np.arange(1, n + 1))
+    np.testing.assert_array_equal(
+        small_run.metrics["timesteps"], SMALL.batch_size * np.arange(1, n + 1)
+    )
     assert int(small_run.state.step) == n
     # Annealed linearly to 0 over the run, starting from the configured rate.
-    np.testing.assert_allclose(small_run.metrics["learning_rate"],
-                               SMALL.learning_rate * (1 - np.arange(n) / n), rtol=1e-6)
+    np.testing.assert_allclose(
+        small_run.metrics["learning_rate"], SMALL.learning_rate * (1 - np.arange(n) / n), rtol=1e-6
+    )
 
 
 def test_state_shapes(small_run):
     s = small_run.state
-    chex.assert_shape(s.obs, (SMALL.num_envs, 4))
-    chex.assert_shape(s.episode_start, (SMALL.num_envs,))
-    assert s.hyperparams.learning_rate.shape == ()
+    chex.assert_shape(s.actors.obs, (SMALL.num_envs, 4))
+    chex.assert_shape(s.actors.episode_start, (SMALL.num_envs,))
+    assert s.learner.hyperparams.learning_rate.shape == ()
 
 
 def test_same_key_same_result_and_legacy_keys(small_run):
@@ -60,8 +86,9 @@ def test_train_seeds_member_equals_train():
     for i in (0, 2):
         one = jppo.train(SMALL, keys[i])
         member = jax.tree.map(lambda x: x[i], seeds.metrics)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                     member, one.metrics)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), member, one.metrics
+        )
 
 
 def test_vmap_over_hyperparameters_matches_separate_runs(small_run):
@@ -70,53 +97,62 @@ def test_vmap_over_hyperparameters_matches_separate_runs(small_run):
     hps = jppo.Hyperparams.from_config(SMALL, learning_rate=lrs)
     hps = jax.tree.map(lambda x: jnp.broadcast_to(x, (2,)), hps)
     swept = jax.jit(jax.vmap(train_fn, in_axes=(None, 0)))(jax.random.key(0), hps)
-    np.testing.assert_allclose(swept.metrics["learning_rate"][1],
-                               1e-3 * (1 - np.arange(SMALL.num_updates) / SMALL.num_updates),
-                               rtol=1e-6)
-    np.testing.assert_allclose(swept.metrics["policy_loss"][0], small_run.metrics["policy_loss"],
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        swept.metrics["learning_rate"][1],
+        1e-3 * (1 - np.arange(SMALL.num_updates) / SMALL.num_updates),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        swept.metrics["policy_loss"][0], small_run.metrics["policy_loss"], rtol=1e-4, atol=1e-6
+    )
     assert not np.allclose(swept.metrics["policy_loss"][1], swept.metrics["policy_loss"][0])
 
 
 def test_continuous_actions_clip_for_env_but_not_for_log_prob():
-    built = train_lib.build(SMALL_PENDULUM)
-    spec = built[2]
+    spec = train_lib.build(SMALL_PENDULUM).spec
     raw = jnp.array([[-5.0], [0.5], [7.0]])
-    np.testing.assert_array_equal(networks.env_action(raw, spec), [[-2.0], [0.5], [2.0]])
+    np.testing.assert_array_equal(policy.env_action(raw, spec), [[-2.0], [0.5], [2.0]])
     out = jppo.train(SMALL_PENDULUM, jax.random.key(0))
     assert np.all(np.isfinite(out.metrics["policy_loss"]))
-    log_std = out.state.params["actor"]["params"]["log_std"]
+    log_std = out.state.learner.params["actor"]["params"]["log_std"]
     chex.assert_shape(log_std, (1,))
 
 
 def test_log_std_initialized_at_config_value():
-    built = train_lib.build(SMALL_PENDULUM)
-    params = built[3].init(jax.random.key(0))
+    params = train_lib.build(SMALL_PENDULUM).network.init(jax.random.key(0))
     np.testing.assert_allclose(params["actor"]["params"]["log_std"], [-0.5])
 
 
 # -- the update's parts -----------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _one_batch(cfg, key=0):
     """A real rollout batch and everything `update` needs, outside jit."""
     network, state, traj, carry0 = fresh_rollout(cfg, key)
-    batch, _, _ = train_lib.make_batch(cfg, traj, state.hyperparams, None)
-    coefs = train_lib.schedule(cfg, state.hyperparams, state.step)
+    batch, _, _ = targets_lib.make_batch(cfg, traj, state.learner.hyperparams, None)
+    coefs = schedules.coefficients(cfg, state.learner.hyperparams, state.step)
     return network, state, batch, carry0, coefs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_update(cfg):
-    network = train_lib.build(cfg)[3]
-    return jax.jit(lambda p, o, b, c0, hp, c: update(cfg, network, p, o, b, c0, hp, c,
-                                                     jax.random.key(7)))
+    network = train_lib.build(cfg).network
+    return jax.jit(
+        lambda p, o, b, c0, hp, c: update(cfg, network, p, o, b, c0, hp, c, jax.random.key(7))
+    )
 
 
 def _update(cfg, network, state, batch, carry0, coefs, hp=None):
     """One compiled `update` per config, shared by the tests below."""
-    return _jitted_update(cfg)(state.params, state.opt_state, batch, carry0,
-                               hp or state.hyperparams, coefs)
+    return _jitted_update(cfg)(
+        state.learner.params,
+        state.learner.opt_state,
+        batch,
+        carry0,
+        hp or state.learner.hyperparams,
+        coefs,
+    )
 
 
 def test_huge_value_loss_does_not_shrink_the_policy_step():
@@ -124,8 +160,9 @@ def test_huge_value_loss_does_not_shrink_the_policy_step():
     in the actor's update (with joint clipping the actor's step would shrink)."""
     network, state, batch, carry0, coefs = _one_batch(SMALL)
     p1, _, m1 = _update(SMALL, network, state, batch, carry0, coefs)
-    p2, _, m2 = _update(SMALL, network, state, batch._replace(targets=batch.targets * 1e4),
-                        carry0, coefs)
+    p2, _, m2 = _update(
+        SMALL, network, state, batch._replace(targets=batch.targets * 1e4), carry0, coefs
+    )
     jax.tree.map(np.testing.assert_array_equal, p1["actor"], p2["actor"])
     assert m2["value_loss"] > 1e3 * m1["value_loss"]
 
@@ -134,20 +171,23 @@ def test_separate_critic_learning_rate():
     network, state, batch, carry0, coefs = _one_batch(SMALL)
     frozen_critic = coefs._replace(critic_learning_rate=jnp.zeros(()))
     params, _, _ = _update(SMALL, network, state, batch, carry0, frozen_critic)
-    jax.tree.map(np.testing.assert_array_equal, params["critic"], state.params["critic"])
-    moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), params["actor"],
-                                         state.params["actor"]))
+    jax.tree.map(np.testing.assert_array_equal, params["critic"], state.learner.params["critic"])
+    moved = jax.tree.leaves(
+        jax.tree.map(
+            lambda a, b: np.abs(a - b).max(), params["actor"], state.learner.params["actor"]
+        )
+    )
     assert max(moved) > 0
     frozen_actor = coefs._replace(learning_rate=jnp.zeros(()))
     params, _, _ = _update(SMALL, network, state, batch, carry0, frozen_actor)
-    jax.tree.map(np.testing.assert_array_equal, params["actor"], state.params["actor"])
+    jax.tree.map(np.testing.assert_array_equal, params["actor"], state.learner.params["actor"])
 
 
 def test_nonfinite_gradient_step_is_skipped_and_counted():
     network, state, batch, carry0, coefs = _one_batch(SMALL)
     all_bad = batch._replace(targets=jnp.full_like(batch.targets, jnp.nan))
     params, opt_state, _ = _update(SMALL, network, state, all_bad, carry0, coefs)
-    jax.tree.map(np.testing.assert_array_equal, params, state.params)
+    jax.tree.map(np.testing.assert_array_equal, params, state.learner.params)
     steps = SMALL.update_epochs * SMALL.num_minibatches
     assert int(optim.nonfinite_grad_count(opt_state)) == steps
     # One NaN sample spoils exactly the one minibatch that holds it, once per epoch.
@@ -163,18 +203,20 @@ def test_entropy_bonus_increases_entropy():
     network, state, batch, carry0, coefs = _one_batch(cfg)
     batch = batch._replace(advantages=jnp.zeros_like(batch.advantages))
     # Start from a skewed policy (logit bias +-2), well below the maximum entropy ln 2.
-    actor = state.params["actor"]["params"]
+    actor = state.learner.params["actor"]["params"]
     actor = {**actor, "Dense_0": {**actor["Dense_0"], "bias": jnp.array([2.0, -2.0])}}
-    state = state._replace(params={**state.params, "actor": {"params": actor}})
-    coefs = coefs._replace(vf_coef=jnp.zeros(()), learning_rate=jnp.asarray(1e-2),
-                           ent_coef=jnp.asarray(0.5))
+    learner = state.learner._replace(params={**state.learner.params, "actor": {"params": actor}})
+    state = state._replace(learner=learner)
+    coefs = coefs._replace(
+        vf_coef=jnp.zeros(()), learning_rate=jnp.asarray(1e-2), ent_coef=jnp.asarray(0.5)
+    )
 
     def entropy(params):
         dist_params, _ = network.actor(params["actor"], batch.obs, batch.episode_start, {})
-        return float(jnp.mean(networks.make_dist(dist_params).entropy()))
+        return float(jnp.mean(policy.make_dist(dist_params).entropy()))
 
     params, _, metrics = _update(cfg, network, state, batch, carry0, coefs)
-    assert entropy(params) > entropy(state.params) + 1e-4
+    assert entropy(params) > entropy(state.learner.params) + 1e-4
     assert metrics["entropy_loss"] < 0
 
 
@@ -182,9 +224,13 @@ def test_clip_by_global_norm_per_network_matches_numpy():
     """Three steps of the optimizer vs a float64 numpy clip-per-network + Adam(eps=1e-5)."""
     rng = np.random.default_rng(0)
     params = {"actor": {"w": np.zeros(3, np.float32)}, "critic": {"w": np.zeros(2, np.float32)}}
-    grads = [{"actor": {"w": rng.normal(size=3).astype(np.float32) * s1},
-              "critic": {"w": rng.normal(size=2).astype(np.float32) * s2}}
-             for s1, s2 in ((0.1, 100.0), (3.0, 0.01), (1.0, 50.0))]
+    grads = [
+        {
+            "actor": {"w": rng.normal(size=3).astype(np.float32) * s1},
+            "critic": {"w": rng.normal(size=2).astype(np.float32) * s2},
+        }
+        for s1, s2 in ((0.1, 100.0), (3.0, 0.01), (1.0, 50.0))
+    ]
     tx = optim.make_optimizer(0.5, 0.1, 0.2)
     state = tx.init(params)
     p = params

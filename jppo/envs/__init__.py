@@ -12,13 +12,16 @@ observations, finite rewards and explicit `terminated` / `truncated` flags.
 from __future__ import annotations
 
 import difflib
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import environment, spaces
+
+from jppo.envs.wrappers import ScaledReward as ScaledReward
+from jppo.types import EnvSpec, EnvStep
 
 BUILTIN_ENV_NAMES = ("CartPole-masked", "RiskyChoice")
 
@@ -49,8 +52,10 @@ def check_env(env: Any) -> None:
             f"PPOConfig.env={env!r} is invalid: not a gymnax or jppo environment name.{hint} "
             f"Known names: {', '.join(available_envs())}."
         )
-    if not all(hasattr(env, a) for a in ("step", "reset", "default_params", "action_space",
-                                          "observation_space")):
+    if not all(
+        hasattr(env, a)
+        for a in ("step", "reset", "default_params", "action_space", "observation_space")
+    ):
         raise ValueError(
             f"PPOConfig.env={env!r} is invalid: expected a name or an object with gymnax's "
             "Environment interface (step, reset, default_params, action_space, "
@@ -69,17 +74,6 @@ def make_env(env: Any, env_params: Any = None) -> tuple[environment.Environment,
     return env, env.default_params if env_params is None else env_params
 
 
-class EnvSpec(NamedTuple):
-    """What the learner needs to know about an environment, all static."""
-
-    obs_dim: int  # observations are flattened to [obs_dim] float32
-    discrete: bool
-    action_dim: int  # number of actions (discrete) or action vector size (continuous)
-    action_low: Any  # np.ndarray [action_dim] (continuous) or None
-    action_high: Any
-    max_episode_steps: int | None
-
-
 def env_spec(env: environment.Environment, env_params: Any) -> EnvSpec:
     """The static description of `env`: flat observation size and action space."""
     obs_shape = env.observation_space(env_params).shape
@@ -87,26 +81,29 @@ def env_spec(env: environment.Environment, env_params: Any) -> EnvSpec:
     max_steps = getattr(env_params, "max_steps_in_episode", None)
     max_steps = int(max_steps) if max_steps is not None else None
     if isinstance(space, spaces.Discrete):
-        return EnvSpec(int(np.prod(obs_shape)), True, int(space.n), None, None, max_steps)
+        return EnvSpec(
+            obs_dim=int(np.prod(obs_shape)),
+            discrete=True,
+            action_dim=int(space.n),
+            action_low=None,
+            action_high=None,
+            max_episode_steps=max_steps,
+        )
     if isinstance(space, spaces.Box):
         action_dim = int(np.prod(space.shape)) if space.shape else 1
         low = np.broadcast_to(np.asarray(space.low, np.float32), (action_dim,))
         high = np.broadcast_to(np.asarray(space.high, np.float32), (action_dim,))
-        return EnvSpec(int(np.prod(obs_shape)), False, action_dim, low, high, max_steps)
-    raise ValueError(f"PPOConfig.env: unsupported action space {space!r} "
-                     "(expected gymnax Discrete or Box)")
-
-
-class EnvStep(NamedTuple):
-    """One vectorized environment step; every array has leading shape [B]."""
-
-    obs: jax.Array  # [B, obs_dim] float32, after auto-reset
-    state: Any
-    reward: jax.Array  # [B] float32, finite
-    terminated: jax.Array  # [B] bool
-    truncated: jax.Array  # [B] bool, time limit reached and not terminated
-    final_obs: jax.Array  # [B, obs_dim] the true next observation (before any reset)
-    nonfinite: jax.Array  # [B] int32, non-finite obs/reward entries replaced this step
+        return EnvSpec(
+            obs_dim=int(np.prod(obs_shape)),
+            discrete=False,
+            action_dim=action_dim,
+            action_low=low,
+            action_high=high,
+            max_episode_steps=max_steps,
+        )
+    raise ValueError(
+        f"PPOConfig.env: unsupported action space {space!r} (expected gymnax Discrete or Box)"
+    )
 
 
 def _flat_obs(obs: jax.Array, batch_ndim: int) -> tuple[jax.Array, jax.Array]:
@@ -128,8 +125,9 @@ def step(env, env_params, keys: jax.Array, state: Any, action: jax.Array) -> Env
       keys: [B] PRNG keys. state: batched env state. action: [B] or [B, A] (already within
         the action space's bounds).
     """
-    obs, state, reward, terminated, truncated, info = jax.vmap(
-        env.step, in_axes=(0, 0, 0, None))(keys, state, action, env_params)
+    obs, state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+        keys, state, action, env_params
+    )
     obs, bad_obs = _flat_obs(obs, 1)
     final_obs, _ = _flat_obs(info["final_observation"], 1)
     reward = jnp.reshape(reward, (-1,)).astype(jnp.float32)
@@ -137,5 +135,12 @@ def step(env, env_params, keys: jax.Array, state: Any, action: jax.Array) -> Env
     reward = jnp.where(bad_reward, 0.0, reward)
     terminated = jnp.asarray(terminated, bool)
     truncated = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)
-    return EnvStep(obs, state, reward, terminated, truncated, final_obs,
-                   bad_obs + bad_reward.astype(jnp.int32))
+    return EnvStep(
+        obs=obs,
+        state=state,
+        reward=reward,
+        terminated=terminated,
+        truncated=truncated,
+        final_obs=final_obs,
+        nonfinite=bad_obs + bad_reward.astype(jnp.int32),
+    )

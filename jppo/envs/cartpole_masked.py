@@ -1,4 +1,4 @@
-"""CartPole with the velocities hidden: a POMDP for recurrent policies (SPEC §2, §3.13).
+"""CartPole with the velocities hidden: a POMDP for recurrent policies.
 
 The physics, rewards, termination and the 500-step truncation are gymnax's CartPole-v1,
 inherited unchanged; only the observation differs. An agent that sees one frame knows

@@ -1,6 +1,6 @@
 """RiskyChoice: a one-decision bandit with a delayed, random payoff — the CVaR test bed.
 
-SPEC §2 and §3.9: the risky branch has the higher mean return but the lower CVaR_0.1, so a
+The risky branch has the higher mean return but the lower CVaR_0.1, so a
 risk-neutral learner (``risk_weight`` 0) should pick it and a CVaR learner (``risk_weight``
 1) the safe branch. The payoff arrives ``delay`` steps after the choice, so the value of the
 choice must travel back through the critic's bootstrap (and its quantiles) rather than be
@@ -141,14 +141,10 @@ class RiskyChoice(environment.Environment[EnvState, EnvParams]):
         payoff = jnp.where(state.risky, risky_payoff, params.safe_reward)
         return payoff.astype(jnp.float32)
 
-    def reset_env(
-        self, key: jax.Array, params: EnvParams
-    ) -> tuple[jax.Array, EnvState]:
+    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         """Starts at the choice step; the key is unused (the start is deterministic)."""
         del key
-        state = EnvState(
-            time=jnp.int32(0), risky=jnp.bool_(False), bad_outcome=jnp.bool_(False)
-        )
+        state = EnvState(time=jnp.int32(0), risky=jnp.bool_(False), bad_outcome=jnp.bool_(False))
         return self.get_obs(state, params), state
 
     def get_obs(self, state: EnvState, params=None, key=None) -> jax.Array:

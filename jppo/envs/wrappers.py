@@ -18,7 +18,7 @@ import jax.numpy as jnp
 class ScaledReward:
     """Rewards mapped affinely: r' = scale·r + shift; everything else is the inner env's.
 
-    The stress test of seeds/kl_explosion: CartPole-v1 with `scale=1000, shift=-500` pays
+    A stress test for reward scale: CartPole-v1 with `scale=1000, shift=-500` pays
     +500 per step, so episode returns reach 250 000 and raw advantages are in the thousands,
     while the task (and `episode_length`, CartPole's original-units return) is unchanged.
     The inverse map `unscale` recovers original-units rewards.
@@ -65,8 +65,7 @@ class ScaledReward:
         Returns:
           (obs, state, scale·reward + shift, terminated, truncated, info).
         """
-        obs, state, reward, terminated, truncated, info = self._env.step(
-            key, state, action, params)
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
         reward = self.scale * jnp.asarray(reward, jnp.float32) + self.shift
         return obs, state, reward, terminated, truncated, info
 

@@ -1,0 +1,38 @@
+"""The policy's distributions and actions, from the network's distribution parameters.
+
+The rollout stores only distribution parameters (logits, or mean and log_std) and the
+sampled action's log-probability; everything here rebuilds what it needs from those, so the
+loss, the rollout, evaluation and exported policies agree on one definition.
+"""
+
+from __future__ import annotations
+
+import distrax
+import jax
+import jax.numpy as jnp
+
+from jppo.types import EnvSpec
+
+
+def make_dist(dist_params: dict) -> distrax.Distribution:
+    """The policy distribution: Categorical from logits, or a diagonal Gaussian."""
+    if "logits" in dist_params:
+        return distrax.Categorical(logits=dist_params["logits"])
+    return distrax.MultivariateNormalDiag(dist_params["mean"], jnp.exp(dist_params["log_std"]))
+
+
+def deterministic_action(dist_params: dict) -> jax.Array:
+    """The distribution's mode: argmax of the logits, or the Gaussian mean."""
+    if "logits" in dist_params:
+        return jnp.argmax(dist_params["logits"], axis=-1)
+    return dist_params["mean"]
+
+
+def env_action(action: jax.Array, spec: EnvSpec) -> jax.Array:
+    """The action sent to the environment: continuous samples clipped to the space's bounds.
+
+    The unclipped sample is what the log-probability is computed for.
+    """
+    if spec.discrete:
+        return action
+    return jnp.clip(action, spec.action_low, spec.action_high)

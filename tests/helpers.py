@@ -1,0 +1,86 @@
+"""What several test modules share: small configs, rollout builders and float64 oracles.
+
+The oracles are independent numpy re-derivations (float64, plain loops where the library
+vectorizes), written without looking at how jppo computes the same thing.
+"""
+
+import jax
+import numpy as np
+
+import jppo
+from jppo.rollout import rollout
+from jppo.types import TrainState
+
+# A tiny CartPole run: 4 updates of 4 envs x 32 steps.
+SMALL = jppo.PPOConfig(total_timesteps=512, num_envs=4, num_steps=32)
+# A tiny continuous-action run.
+SMALL_PENDULUM = jppo.PPOConfig(env="Pendulum-v1", total_timesteps=512, num_envs=4, num_steps=32)
+
+
+# -- rollout builders ---------------------------------------------------------------------
+
+
+def init_state(cfg, key=0) -> TrainState:
+    """A fresh TrainState of `cfg` (`key` an int seed or a PRNG key)."""
+    key = jax.random.key(key) if isinstance(key, int) else key
+    return jppo.make_trainer(cfg).init(key)
+
+
+def rollout_state(cfg, setup, state: TrainState, key):
+    """One rollout from `state`: (state advanced as the trainer would before its update,
+    Transition [T, B, ...], carries at the chunk starts, RolloutOutput)."""
+    out = rollout(cfg, setup, state.learner, state.actors, key)
+    state = state._replace(actors=out.actors, learner=state.learner._replace(norm=out.norm))
+    return state, out.traj, out.chunk_carries, out
+
+
+def fresh_rollout(cfg, key=0):
+    """One real rollout of `cfg` from fresh parameters: (network, state, traj, carry0)."""
+    trainer = jppo.make_trainer(cfg)
+    state = trainer.init(jax.random.key(key))
+    state, traj, carry0, _ = rollout_state(cfg, trainer.setup, state, jax.random.key(key + 1))
+    return trainer.setup.network, state, traj, carry0
+
+
+def final_return(metrics, fraction=0.05):
+    """Mean episode return of the last `fraction` of updates (averaged over seeds)."""
+    returns = jax.device_get(metrics["episode_return"])
+    tail = max(1, int(returns.shape[-1] * fraction))
+    return float(returns[..., -tail:].mean())
+
+
+# -- float64 oracles ----------------------------------------------------------------------
+
+
+def np_gae(rewards, values, next_values, terminated, done, gamma, lam):
+    """GAE by the backward recursion in float64: (advantages, λ-returns), [T, ...] each.
+
+    δ_t = r_t + γ(1 − terminated_t)·next_v_t − v_t; A_t = δ_t + γλ(1 − done_t)·A_{t+1}.
+    """
+    rewards, values, next_values = (
+        np.asarray(a, np.float64) for a in (rewards, values, next_values)
+    )
+    terminated = np.asarray(terminated, np.float64)
+    done = np.asarray(done, np.float64)
+    adv = np.zeros_like(rewards)
+    running = np.zeros(rewards.shape[1:])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * (1.0 - terminated[t]) * next_values[t] - values[t]
+        running = delta + gamma * lam * (1.0 - done[t]) * running
+        adv[t] = running
+    return adv, adv + values
+
+
+def np_cvar(quantiles, alpha):
+    """(1/α)∫_0^α F⁻¹(u)du for the step quantile function of N sorted quantiles: quantile i
+    covers u ∈ [i/N, (i+1)/N) and contributes its overlap with [0, α]. [..., N] -> [...]."""
+    q = np.sort(np.asarray(quantiles, np.float64), axis=-1)
+    n = q.shape[-1]
+    overlap = np.clip(alpha - np.arange(n) / n, 0.0, 1.0 / n)
+    return (q * overlap).sum(-1) / alpha
+
+
+def np_log_softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
