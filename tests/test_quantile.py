@@ -250,6 +250,7 @@ def test_loss_uses_selected_quantile_vf_clip(mode):
 # -- learning ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quantile_critic_solves_cartpole():
     """PPOConfig(critic="quantile") on CartPole-v1: ≥ 475 over 4 seeds (last 5 % of updates);
     the logged CVaR_0.1 of the quantiles never exceeds their mean.
@@ -292,6 +293,7 @@ RISKY_CFG = jppo.PPOConfig(
 )
 
 
+@pytest.mark.slow
 def test_risk_weight_picks_the_branch_on_risky_choice():
     """4 seeds each of risk_weight 0 and 1 (cvar_alpha 0.1), one vmapped program: the final
     policy's p(risky) at the choice step is > 0.5 for w = 0 and < 0.5 for w = 1."""

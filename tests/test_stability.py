@@ -400,6 +400,7 @@ def test_scaled_reward_wrapper_keeps_the_step_contract():
     assert bool(env.step(jax.random.key(1), cases["terminated"], 1, params)[3])
 
 
+@pytest.mark.slow
 def test_rewards_in_the_thousands_train_with_defaults():
     """CartPole with rewards r·1000 − 500 (returns up to 250 000), default settings, 4 seeds,
     500k steps: every seed's original-units return (the episode length; last 5 % of updates)
