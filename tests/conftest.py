@@ -1,10 +1,24 @@
-"""Session-wide compiled runs, shared so the suite compiles few distinct programs."""
+"""Session-wide compiled runs, shared so the suite compiles few distinct programs.
+
+XLA compilation dominates the suite's time on a CPU, so compiled programs are kept in jax's
+persistent compilation cache under `.jax_cache/` in the repository (git-ignored): a second
+run of the suite, or of one file, skips most compiles. `JPPO_TEST_JAX_CACHE=0` turns it off.
+"""
+
+import os
+from pathlib import Path
 
 import jax
 import pytest
 
 import jppo
 from tests.helpers import SMALL
+
+if os.environ.get("JPPO_TEST_JAX_CACHE", "1") != "0":
+    jax.config.update(
+        "jax_compilation_cache_dir", str(Path(__file__).resolve().parents[1] / ".jax_cache")
+    )
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture(scope="session")

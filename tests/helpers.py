@@ -4,6 +4,8 @@ The oracles are independent numpy re-derivations (float64, plain loops where the
 vectorizes), written without looking at how jppo computes the same thing.
 """
 
+import contextlib
+
 import jax
 import numpy as np
 
@@ -47,6 +49,29 @@ def final_return(metrics, fraction=0.05):
     returns = jax.device_get(metrics["episode_return"])
     tail = max(1, int(returns.shape[-1] * fraction))
     return float(returns[..., -tail:].mean())
+
+
+# -- compilation counting ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Counts XLA backend compilations inside the block (with the persistent compilation
+    cache off, so that a program found on disk still counts as compiled here)."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(duration)
+
+    cache_on = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+        jax.config.update("jax_enable_compilation_cache", cache_on)
 
 
 # -- float64 oracles ----------------------------------------------------------------------

@@ -1,8 +1,6 @@
 """The resumable trainer: chunks compose, states travel, programs compile once per structure,
 and the learner/actors split is what a population exploit needs."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +8,7 @@ import pytest
 
 import jppo
 from jppo import compile as compile_lib
-from tests.helpers import SMALL
+from tests.helpers import SMALL, count_compilations
 
 _BASE = dict(total_timesteps=4 * 4 * 32, num_envs=4, num_steps=32)
 _ALL_NORM = dict(normalize_obs=True, normalize_reward=True, normalize_value_targets=True)
@@ -102,22 +100,6 @@ def test_state_layout():
 # -- compile once per structure -------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _count_compilations():
-    """Counts XLA backend compilations inside the block."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def test_new_keys_and_traced_hyperparameters_reuse_the_compiled_programs():
     """train, train_seeds and evaluate compile once per config structure: a new key and
     changed traced numbers (ent_coef, learning_rate, clip_eps, gamma) compile nothing;
@@ -126,12 +108,12 @@ def test_new_keys_and_traced_hyperparameters_reuse_the_compiled_programs():
     variant = cfg.replace(ent_coef=0.0, learning_rate=1e-3, clip_eps=0.3, gamma=0.9)
     keys = [jax.random.key(i) for i in range(3)]
     seeds = [jax.random.split(k, 2) for k in keys]
-    with _count_compilations() as warm_up:
+    with count_compilations() as warm_up:
         out = jppo.train(cfg, keys[0])
         jppo.train_seeds(cfg, seeds[0])
         jppo.evaluate(cfg, out.state, keys[0], num_episodes=4)
     assert len(warm_up) >= 3
-    with _count_compilations() as again:
+    with count_compilations() as again:
         out2 = jppo.train(variant, keys[1])
         jppo.train_seeds(variant, seeds[1])
         returns = jppo.evaluate(variant, out2.state, keys[2], num_episodes=4)
@@ -142,7 +124,7 @@ def test_new_keys_and_traced_hyperparameters_reuse_the_compiled_programs():
     np.testing.assert_allclose(out2.metrics["learning_rate"][0], 1e-3, rtol=1e-6)
     np.testing.assert_allclose(out2.metrics["clip_eps"], 0.3, rtol=1e-6)
     # A static change is a new program.
-    with _count_compilations() as static_change:
+    with count_compilations() as static_change:
         jppo.train(cfg.replace(num_minibatches=2), keys[0])
     assert len(static_change) >= 1
 
