@@ -6,8 +6,9 @@ Example:
     >>> out.metrics["episode_return"][-1]
 """
 
-from jppo import advantages, losses, normalize
+from jppo import advantages, diagnostics, losses, normalize
 from jppo.config import PPOConfig
+from jppo.diagnostics import Finding, health_check
 from jppo.evaluation import evaluate
 from jppo.trainer import Trainer, make_train, make_trainer, train, train_seeds
 from jppo.types import Actors, Hyperparams, Learner, TrainResult, TrainState
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Actors",
+    "Finding",
     "Hyperparams",
     "Learner",
     "PPOConfig",
@@ -23,7 +25,9 @@ __all__ = [
     "TrainState",
     "Trainer",
     "advantages",
+    "diagnostics",
     "evaluate",
+    "health_check",
     "losses",
     "make_train",
     "make_trainer",

@@ -59,6 +59,11 @@ class PPOConfig:
     )
     max_grad_norm: float = _field(0.5, "global-norm gradient clip, per network", traced=True)
     vgs: bool = _field(False, "variance gradient scaler in both optimizers")
+    vgs_alpha: float = _field(1.0, "VGS strength (0: no scaling)", traced=True)
+    vgs_beta: float = _field(0.99, "VGS decay of its gradient-statistics EMAs", traced=True)
+    vgs_eps: float = _field(1e-8, "VGS epsilon added to the squared mean gradient", traced=True)
+    vgs_min_scale: float = _field(0.1, "VGS lower bound of the gradient scale", traced=True)
+    vgs_per_element: bool = _field(False, "VGS statistics per element instead of per tensor")
     # Returns and advantages.
     gamma: float = _field(0.99, "discount", traced=True)
     gae_lambda: float = _field(0.95, "GAE lambda", traced=True)
@@ -241,7 +246,9 @@ def _check_int(cfg, field: str, minimum: int = 1) -> None:
         _fail(field, value, f"expected an integer >= {minimum}")
 
 
-def _check_number(cfg, field: str, lo=None, hi=None, lo_open=False, optional=False) -> None:
+def _check_number(
+    cfg, field: str, lo=None, hi=None, lo_open=False, hi_open=False, optional=False
+) -> None:
     value = getattr(cfg, field)
     if value is None and optional:
         return
@@ -249,8 +256,8 @@ def _check_number(cfg, field: str, lo=None, hi=None, lo_open=False, optional=Fal
         _fail(field, value, "expected a finite number" + (" or None" if optional else ""))
     if lo is not None and (value <= lo if lo_open else value < lo):
         _fail(field, value, f"expected a value {'>' if lo_open else '>='} {lo}")
-    if hi is not None and value > hi:
-        _fail(field, value, f"expected a value <= {hi}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        _fail(field, value, f"expected a value {'<' if hi_open else '<='} {hi}")
 
 
 def _check_choice(cfg, field: str, choices) -> None:
@@ -317,6 +324,10 @@ def _validate(cfg: PPOConfig) -> None:
     _check_number(cfg, "learning_rate", lo=0, lo_open=True)
     _check_number(cfg, "critic_learning_rate", lo=0, lo_open=True, optional=True)
     _check_number(cfg, "max_grad_norm", lo=0, lo_open=True)
+    _check_number(cfg, "vgs_alpha", lo=0)
+    _check_number(cfg, "vgs_beta", lo=0, hi=1, hi_open=True)
+    _check_number(cfg, "vgs_eps", lo=0, lo_open=True)
+    _check_number(cfg, "vgs_min_scale", lo=0, hi=1, lo_open=True)
     _check_number(cfg, "gamma", lo=0, hi=1)
     _check_number(cfg, "gae_lambda", lo=0, hi=1)
     _check_number(cfg, "adv_std_floor", lo=0)
@@ -346,6 +357,7 @@ def _validate(cfg: PPOConfig) -> None:
         "anneal_lr",
         "lstm_shared",
         "vgs",
+        "vgs_per_element",
         "adaptive_clip",
         "normalize_obs",
         "normalize_reward",

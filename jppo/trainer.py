@@ -72,7 +72,7 @@ def init_learner(
     if hyperparams is None:
         hyperparams = Hyperparams.from_config(cfg)
     return Learner(
-        params=params, opt_state=init_opt_state(params), norm=norm, hyperparams=hyperparams
+        params=params, opt_state=init_opt_state(params, cfg), norm=norm, hyperparams=hyperparams
     )
 
 

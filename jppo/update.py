@@ -20,7 +20,7 @@ import optax
 from jppo import advantages as adv_lib
 from jppo import losses, networks, policy
 from jppo.config import PPOConfig
-from jppo.optim import make_optimizer
+from jppo.optim import check_opt_state, make_optimizer_for
 from jppo.types import Batch, Coefs, Hyperparams
 
 
@@ -160,7 +160,8 @@ def update(
       plus `epochs_completed` (float) and `grad_norm` (actor and critic norms before
       clipping, combined).
     """
-    tx = make_optimizer(hp.max_grad_norm, coefs.learning_rate, coefs.critic_learning_rate)
+    tx = make_optimizer_for(cfg, hp, coefs.learning_rate, coefs.critic_learning_rate)
+    check_opt_state(tx, params, opt_state)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     early_stop = cfg.target_kl is not None
 

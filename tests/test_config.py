@@ -73,6 +73,13 @@ def test_unknown_env_suggests_close_match():
         (dict(adv_norm="group", num_adv_groups=3), "num_adv_groups"),
         (dict(normalize_obs="yes"), "normalize_obs"),
         (dict(num_envs=4.0), "num_envs"),
+        (dict(vgs_alpha=-0.1), "vgs_alpha"),
+        (dict(vgs_beta=1.0), "vgs_beta"),
+        (dict(vgs_beta=-0.1), "vgs_beta"),
+        (dict(vgs_eps=0.0), "vgs_eps"),
+        (dict(vgs_min_scale=0.0), "vgs_min_scale"),
+        (dict(vgs_min_scale=1.5), "vgs_min_scale"),
+        (dict(vgs_per_element=1), "vgs_per_element"),
     ],
 )
 def test_bad_values_name_the_field(changes, field):
@@ -94,3 +101,16 @@ def test_traced_fields_are_config_fields():
     assert set(TRACED_FIELDS) <= names
     hp = jppo.Hyperparams.from_config(jppo.PPOConfig())
     assert hp.target_kl is None and float(hp.learning_rate) == pytest.approx(2.5e-4)
+
+
+def test_vgs_fields_bounds_and_which_are_traced():
+    cfg = jppo.PPOConfig()
+    assert (cfg.vgs, cfg.vgs_alpha, cfg.vgs_beta, cfg.vgs_eps) == (False, 1.0, 0.99, 1e-8)
+    assert (cfg.vgs_min_scale, cfg.vgs_per_element) == (0.1, False)
+    # the closed ends of the ranges are allowed
+    jppo.PPOConfig(vgs=True, vgs_alpha=0.0, vgs_beta=0.0, vgs_min_scale=1.0)
+    traced = {"vgs_alpha", "vgs_beta", "vgs_eps", "vgs_min_scale"}
+    assert traced <= set(TRACED_FIELDS) and not {"vgs", "vgs_per_element"} & set(TRACED_FIELDS)
+    # the numbers never change the compiled program; the switches do
+    assert cfg.replace(vgs_alpha=3.0, vgs_beta=0.5).static_key() == cfg.static_key()
+    assert cfg.replace(vgs_per_element=True).static_key() != cfg.static_key()

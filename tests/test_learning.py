@@ -35,3 +35,17 @@ def test_pendulum_preset_with_normalization_reaches_minus_200(pendulum_preset_ru
         state = jax.tree.map(lambda x, i=i: x[i], pendulum_preset_run.state)
         returns = jppo.evaluate(cfg, state, jax.random.key(i), num_episodes=16)
         assert float(np.mean(returns)) >= -200, (i, returns)
+
+
+# -- the same runs, read by the health check: a healthy run yields no finding ---------
+
+
+@pytest.mark.slow
+def test_default_cartpole_run_is_healthy(cartpole_default_run):
+    assert jppo.health_check(cartpole_default_run.metrics, jppo.PPOConfig()) == []
+
+
+@pytest.mark.slow
+def test_pendulum_preset_run_is_healthy(pendulum_preset_run):
+    cfg = jppo.PPOConfig.preset("Pendulum-v1")
+    assert jppo.health_check(pendulum_preset_run.metrics, cfg) == []

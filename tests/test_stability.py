@@ -16,7 +16,7 @@ import jppo
 from jppo import envs, schedules
 from jppo import targets as targets_lib
 from jppo.envs.wrappers import ScaledReward
-from jppo.optim import make_optimizer
+from jppo.optim import make_optimizer_for
 from jppo.update import loss_fn, update
 from tests.helpers import SMALL, fresh_rollout, np_log_softmax
 
@@ -173,7 +173,7 @@ def _replay(cfg, network, params, opt_state, batch, carry0, hp, coefs, key, thre
     minibatch, stopping (SB3 rule) before the first minibatch whose KL estimate, measured
     before its step, exceeds `threshold`. Returns (params, opt_state, KLs of applied steps,
     KLs of all minibatches visited)."""
-    tx = make_optimizer(hp.max_grad_norm, coefs.learning_rate, coefs.critic_learning_rate)
+    tx = make_optimizer_for(cfg, hp, coefs.learning_rate, coefs.critic_learning_rate)
 
     @jax.jit
     def step(params, opt_state, mb):

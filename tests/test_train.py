@@ -231,7 +231,8 @@ def test_clip_by_global_norm_per_network_matches_numpy():
         }
         for s1, s2 in ((0.1, 100.0), (3.0, 0.01), (1.0, 50.0))
     ]
-    tx = optim.make_optimizer(0.5, 0.1, 0.2)
+    hp = jppo.Hyperparams.from_config(jppo.PPOConfig(max_grad_norm=0.5))
+    tx = optim.make_optimizer(hp, 0.1, 0.2, vgs=False, vgs_per_element=False)
     state = tx.init(params)
     p = params
     for g in grads:
