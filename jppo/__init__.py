@@ -6,10 +6,12 @@ Example:
     >>> out.metrics["episode_return"][-1]
 """
 
-from jppo import advantages, diagnostics, losses, normalize
+from jppo import advantages, diagnostics, losses, normalize, pbt
 from jppo.config import PPOConfig
 from jppo.diagnostics import Finding, health_check
 from jppo.evaluation import evaluate
+from jppo.pbt import PBTConfig, PBTResult, train_pbt
+from jppo.sweep import sweep
 from jppo.trainer import Trainer, make_train, make_trainer, train, train_seeds
 from jppo.types import Actors, Hyperparams, Learner, TrainResult, TrainState
 
@@ -20,6 +22,8 @@ __all__ = [
     "Finding",
     "Hyperparams",
     "Learner",
+    "PBTConfig",
+    "PBTResult",
     "PPOConfig",
     "TrainResult",
     "TrainState",
@@ -32,6 +36,9 @@ __all__ = [
     "make_train",
     "make_trainer",
     "normalize",
+    "pbt",
+    "sweep",
     "train",
+    "train_pbt",
     "train_seeds",
 ]
