@@ -7,6 +7,7 @@ vectorizes), written without looking at how jppo computes the same thing.
 import contextlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import jppo
@@ -49,6 +50,36 @@ def final_return(metrics, fraction=0.05):
     returns = jax.device_get(metrics["episode_return"])
     tail = max(1, int(returns.shape[-1] * fraction))
     return float(returns[..., -tail:].mean())
+
+
+# -- comparing pytrees ----------------------------------------------------------------------
+
+
+def as_numpy(tree):
+    """Leaves as numpy arrays; typed PRNG keys as their raw data (so they compare)."""
+
+    def leaf(x):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        return np.asarray(x)
+
+    return jax.tree.map(leaf, tree)
+
+
+def assert_trees_equal(a, b):
+    """Same structure and bit-identical leaves."""
+    a, b = as_numpy(a), as_numpy(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def assert_trees_close(actual, expected, rtol=1e-5, atol=1e-6):
+    """Same structure and leaves equal within float tolerance."""
+    actual, expected = as_numpy(actual), as_numpy(expected)
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for x, y in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
 # -- compilation counting ------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 import jppo
 from jppo import pbt
 from jppo.pbt import PBTConfig, train_pbt
-from tests.helpers import SMALL, count_compilations
+from tests.helpers import SMALL, as_numpy, assert_trees_close, count_compilations
 
 KEY = jax.random.key(11)
 # A tiny recurrent run on the POMDP with every normalization on: 4 updates of 4 envs x 16.
@@ -32,22 +32,6 @@ LSTM = jppo.PPOConfig(
 POP = 4
 LRS = np.array([1e-4, 5e-4, 2e-3, 8e-3], np.float32)
 FIRST = 2  # updates in the first interval
-
-
-def _as_numpy(tree):
-    def leaf(x):
-        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.asarray(x)
-
-    return jax.tree.map(leaf, tree)
-
-
-def _assert_close(actual, expected, rtol=1e-5, atol=1e-6):
-    actual, expected = _as_numpy(actual), _as_numpy(expected)
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
 
 
 def _member(tree, p):
@@ -104,12 +88,12 @@ def test_exploit_brings_the_statistics_with_the_weights(first_interval):
     )
     norm = population.learner.norm._replace(obs=moved)
     population = population._replace(learner=population.learner._replace(norm=norm))
-    norm = _as_numpy(norm)
+    norm = as_numpy(norm)
     for stats in (norm.obs, norm.reward, norm.value):
         assert not np.allclose(stats.mean[0], stats.mean[1])
     source = jnp.array([0, 0, 2, 3])
     exploited = pbt.exploit(population, source, network.initial_carry(LSTM.num_envs))
-    after = _as_numpy(exploited.learner.norm)
+    after = as_numpy(exploited.learner.norm)
     for new, old in zip(jax.tree.leaves(after), jax.tree.leaves(norm)):
         np.testing.assert_array_equal(new[1], old[0])
 
@@ -138,7 +122,7 @@ def test_exploit_copies_the_whole_learner_and_restarts_only_copied_carries(first
     initial_carry = trainer.setup.network.initial_carry(LSTM.num_envs)
     source = np.array([0, 3, 2, 3])
     exploited = pbt.exploit(population, jnp.asarray(source), initial_carry)
-    old, new = _as_numpy(population), _as_numpy(exploited)
+    old, new = as_numpy(population), as_numpy(exploited)
 
     for name in ("params", "opt_state", "norm", "hyperparams"):
         before, after = (
@@ -232,9 +216,9 @@ def test_population_of_one_is_plain_training():
     intervals of which the last is partial (3 + 1 updates)."""
     out = train_pbt(SMALL, PBTConfig(population_size=1, interval=3), KEY)
     one = jppo.train(SMALL, jax.random.split(KEY, 2)[0])
-    _assert_close(_member(out.metrics, 0), one.metrics)
-    _assert_close(_member(out.population, 0), one.state)
-    _assert_close(out.best, one.state)
+    assert_trees_close(_member(out.metrics, 0), one.metrics)
+    assert_trees_close(_member(out.population, 0), one.state)
+    assert_trees_close(out.best, one.state)
     np.testing.assert_array_equal(out.lineage, [[0], [0]])
     assert out.hyperparams["learning_rate"].shape == (1, 2)
     assert int(out.best_index) == 0
@@ -283,12 +267,12 @@ def test_lineage_and_copies_match_an_independent_replay(first_interval, pbt_run)
         carry=carry, episode_start=population.actors.episode_start | reset[:, None]
     )
     replay, second_metrics = run(population._replace(learner=learner, actors=actors))
-    _assert_close(pbt_run.population, replay)
+    assert_trees_close(pbt_run.population, replay)
     metrics = jax.tree.map(lambda a, b: np.concatenate([a, b], 1), first_metrics, second_metrics)
-    _assert_close(pbt_run.metrics, metrics)
+    assert_trees_close(pbt_run.metrics, metrics)
     final = np.asarray(second_metrics["episode_return"]).mean(axis=1)
     assert int(pbt_run.best_index) == int(np.argmax(final))
-    _assert_close(pbt_run.best, _member(replay, int(np.argmax(final))))
+    assert_trees_close(pbt_run.best, _member(replay, int(np.argmax(final))))
 
 
 def test_best_member_evaluates(pbt_run):

@@ -3,35 +3,16 @@ same run as a separate `jppo.train` of its config, and clear errors for what can
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jppo
 from jppo.sweep import sweep
-from tests.helpers import SMALL, count_compilations
+from tests.helpers import SMALL, assert_trees_close, count_compilations
 
 KEY = jax.random.key(7)
 LRS = [1e-4, 1e-3]
 ENTS = [0.0, 0.03]
-
-
-def _as_numpy(tree):
-    """Leaves as numpy arrays; typed PRNG keys as their raw data."""
-
-    def leaf(x):
-        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.asarray(x)
-
-    return jax.tree.map(leaf, tree)
-
-
-def _assert_close(actual, expected):
-    actual, expected = _as_numpy(actual), _as_numpy(expected)
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _member(tree, *index):
@@ -55,8 +36,8 @@ def test_members_equal_separate_training_runs(swept):
     assert out.metrics["episode_return"].shape == (2, SMALL.num_updates)
     for i in range(2):
         one = jppo.train(SMALL.replace(learning_rate=LRS[i], ent_coef=ENTS[i]), KEY)
-        _assert_close(_member(out.metrics, i), one.metrics)
-        _assert_close(_member(out.state, i), one.state)
+        assert_trees_close(_member(out.metrics, i), one.metrics)
+        assert_trees_close(_member(out.state, i), one.state)
     np.testing.assert_allclose(out.metrics["ent_coef"][1], ENTS[1], rtol=1e-6)
     assert not np.allclose(out.metrics["policy_loss"][0], out.metrics["policy_loss"][1])
 
@@ -84,8 +65,8 @@ def test_num_seeds_runs_every_member_on_every_seed():
     assert out.state.step.shape == (2, 2)
     seeds = jax.random.split(KEY, 2)
     one = jppo.train(SMALL.replace(gamma=gammas[1]), seeds[1])
-    _assert_close(_member(out.metrics, 1, 1), one.metrics)
-    _assert_close(_member(out.state, 1, 1), one.state)
+    assert_trees_close(_member(out.metrics, 1, 1), one.metrics)
+    assert_trees_close(_member(out.state, 1, 1), one.state)
     assert not np.allclose(out.metrics["policy_loss"][0, 0], out.metrics["policy_loss"][0, 1])
 
 

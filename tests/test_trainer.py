@@ -8,7 +8,7 @@ import pytest
 
 import jppo
 from jppo import compile as compile_lib
-from tests.helpers import SMALL, count_compilations
+from tests.helpers import SMALL, as_numpy, assert_trees_equal, count_compilations
 
 _BASE = dict(total_timesteps=4 * 4 * 32, num_envs=4, num_steps=32)
 _ALL_NORM = dict(normalize_obs=True, normalize_reward=True, normalize_value_targets=True)
@@ -28,24 +28,6 @@ CHUNK_CONFIGS = {
 }
 
 
-def _as_numpy(tree):
-    """Leaves as numpy arrays; typed PRNG keys as their raw data (to compare bit for bit)."""
-
-    def leaf(x):
-        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.asarray(x)
-
-    return jax.tree.map(leaf, tree)
-
-
-def _assert_bitwise_equal(a, b):
-    a, b = _as_numpy(a), _as_numpy(b)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(x, y)
-
-
 @pytest.mark.parametrize("name", list(CHUNK_CONFIGS))
 def test_chunks_compose_bit_for_bit(name):
     """run(run(init(k), a), b) == run(init(k), a + b), states and metrics, bit for bit on
@@ -59,13 +41,13 @@ def test_chunks_compose_bit_for_bit(name):
     whole, metrics = run(start, 4)
     first, m_first = run(start, 2)
     second, m_second = run(first, 2)
-    _assert_bitwise_equal(whole, second)
+    assert_trees_equal(whole, second)
     joined = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), m_first, m_second)
-    _assert_bitwise_equal(metrics, joined)
+    assert_trees_equal(metrics, joined)
     moved = jax.device_put(jax.device_get(first))
     resumed, m_resumed = run(moved, 2)
-    _assert_bitwise_equal(resumed, whole)
-    _assert_bitwise_equal(m_resumed, m_second)
+    assert_trees_equal(resumed, whole)
+    assert_trees_equal(m_resumed, m_second)
     # The schedules really change over the run, so a restart per chunk would show.
     assert float(metrics["learning_rate"][2]) < float(metrics["learning_rate"][0])
 
@@ -75,8 +57,8 @@ def test_step_is_one_update_of_run():
     start = jax.jit(trainer.init)(jax.random.key(1))
     one, metrics = jax.jit(trainer.step)(start)
     via_run, run_metrics = jax.jit(trainer.run, static_argnums=1)(start, 1)
-    _assert_bitwise_equal(one, via_run)
-    _assert_bitwise_equal(metrics, jax.tree.map(lambda x: x[0], run_metrics))
+    assert_trees_equal(one, via_run)
+    assert_trees_equal(metrics, jax.tree.map(lambda x: x[0], run_metrics))
 
 
 def test_make_train_is_run_of_init(small_run):
@@ -84,8 +66,8 @@ def test_make_train_is_run_of_init(small_run):
     state, metrics = jax.jit(lambda k: trainer.run(trainer.init(k), SMALL.num_updates))(
         jax.random.key(0)
     )
-    _assert_bitwise_equal(metrics, small_run.metrics)
-    _assert_bitwise_equal(state, small_run.state)
+    assert_trees_equal(metrics, small_run.metrics)
+    assert_trees_equal(state, small_run.state)
 
 
 def test_state_layout():
@@ -169,12 +151,12 @@ def test_exploit_is_one_tree_map_over_the_learner():
     learner = jax.tree.map(lambda x: x[source], pop.learner)
     exploited = pop._replace(learner=learner)
 
-    pop_np, new_np = _as_numpy(pop), _as_numpy(exploited)
+    pop_np, new_np = as_numpy(pop), as_numpy(exploited)
     for old, new in zip(jax.tree.leaves(pop_np.learner), jax.tree.leaves(new_np.learner)):
         np.testing.assert_array_equal(new[1], old[0])
         np.testing.assert_array_equal(new[0], old[0])
     assert any(not np.array_equal(x[0], x[1]) for x in jax.tree.leaves(pop_np.learner))
-    _assert_bitwise_equal(exploited.actors, pop.actors)
+    assert_trees_equal(exploited.actors, pop.actors)
     assert any(not np.array_equal(x[0], x[1]) for x in jax.tree.leaves(pop_np.actors))
     # The exploited population keeps training.
     after, _ = jax.jit(jax.vmap(trainer.step))(exploited)
