@@ -7,9 +7,11 @@ Example:
 """
 
 from jppo import advantages, diagnostics, losses, normalize, pbt
+from jppo.checkpoint import CheckpointError, load, save
 from jppo.config import PPOConfig
 from jppo.diagnostics import Finding, health_check
 from jppo.evaluation import evaluate
+from jppo.export import make_policy
 from jppo.pbt import PBTConfig, PBTResult, train_pbt
 from jppo.sweep import sweep
 from jppo.trainer import Trainer, make_train, make_trainer, train, train_seeds
@@ -19,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Actors",
+    "CheckpointError",
     "Finding",
     "Hyperparams",
     "Learner",
@@ -32,11 +35,14 @@ __all__ = [
     "diagnostics",
     "evaluate",
     "health_check",
+    "load",
     "losses",
+    "make_policy",
     "make_train",
     "make_trainer",
     "normalize",
     "pbt",
+    "save",
     "sweep",
     "train",
     "train_pbt",
