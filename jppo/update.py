@@ -49,8 +49,12 @@ def loss_fn(
         log_prob, mb.log_prob, adv, hp.clip_eps, hp.log_ratio_clip
     )
     old_dist = policy.make_dist(mb.dist_params)
+    # The surrogate treats a sample with a non-finite log-ratio as unchanged (ratio 1), so
+    # the KL estimates do too: one NaN log-prob must not turn the whole minibatch's KL NaN.
+    unchanged = ~jnp.isfinite(log_prob - mb.log_prob)
     for name in ("k1", "k3", "exact"):
-        aux[f"kl_{name}"] = jnp.mean(losses.kl(old_dist, dist, mb.log_prob, log_prob, name))
+        per_sample = losses.kl(old_dist, dist, mb.log_prob, log_prob, name)
+        aux[f"kl_{name}"] = jnp.mean(jnp.where(unchanged, 0.0, per_sample))
 
     if cfg.critic == "quantile":
         value_loss = losses.quantile_value_loss(
@@ -135,6 +139,28 @@ def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool):
     return jax.tree.map(split, batch), carry0
 
 
+# Minibatch metrics that are not averaged over the applied steps, and how they are reduced.
+_EXTREMES = {"ratio_max": jnp.max, "ratio_min": jnp.min}
+_TOTALS = ("nonfinite_ratio_count",)
+
+
+def _reduce_metrics(aux: dict, weight: jax.Array) -> dict:
+    """One value per metric from [epochs, minibatches] values: the weighted mean over the
+    reported steps (weight 1), their extreme for ratio_max/ratio_min, their sum for counts."""
+    reported = weight > 0
+    total = jnp.maximum(jnp.sum(weight), 1.0)
+    out = {}
+    for k, v in aux.items():
+        if k in _EXTREMES:
+            fill = -jnp.inf if k == "ratio_max" else jnp.inf
+            out[k] = _EXTREMES[k](jnp.where(reported, v, fill))
+        elif k in _TOTALS:
+            out[k] = jnp.sum(jnp.where(reported, v, 0.0))
+        else:
+            out[k] = jnp.sum(jnp.where(reported, v * weight, 0.0)) / total
+    return out
+
+
 class _EpochCarry(NamedTuple):
     params: Any
     opt_state: Any
@@ -157,6 +183,8 @@ def update(
 
     Returns:
       (params, opt_state, metrics): metrics are averages over the applied minibatch steps,
+      except `ratio_max` / `ratio_min` (the extremes over those steps) and
+      `nonfinite_ratio_count` (their total: non-finite ratios replaced during this update);
       plus `epochs_completed` (float) and `grad_norm` (actor and critic norms before
       clipping, combined).
     """
@@ -176,7 +204,8 @@ def update(
                 params=params, opt_state=opt_state, stopped=c.stopped, applied=c.applied + 1.0
             )
             return new, (aux, 1.0)
-        skip = c.stopped | (aux[f"kl_{cfg.kl_estimator}"] > 1.5 * hp.target_kl)
+        # Written as "not within the bound" so that a NaN KL stops too (NaN > x is False).
+        skip = c.stopped | ~(aux[f"kl_{cfg.kl_estimator}"] <= 1.5 * hp.target_kl)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(skip, o, n), new, old)
         # Metrics average the applied steps; if the very first step is skipped, report it.
         weight = jnp.where(skip, jnp.where(c.stopped | (c.applied > 0), 0.0, 1.0), 1.0)
@@ -205,8 +234,7 @@ def update(
     weight = jnp.broadcast_to(
         jnp.asarray(weight, jnp.float32), (cfg.update_epochs, cfg.num_minibatches)
     )
-    total = jnp.maximum(jnp.sum(weight), 1.0)
-    metrics = {k: jnp.sum(v * weight) / total for k, v in aux.items()}
+    metrics = _reduce_metrics(aux, weight)
     metrics["approx_kl"] = metrics[f"kl_{cfg.kl_estimator}"]
     metrics["epochs_completed"] = c.applied / cfg.num_minibatches
     return c.params, c.opt_state, metrics
