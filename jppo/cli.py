@@ -30,7 +30,15 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (plus a close-match suggestion for unknown options)."""
+    """argparse with one-line errors (plus a close-match suggestion for unknown options).
+
+    Abbreviated options are refused: with ~80 options a typo is too often some option's
+    prefix (`--num-env` would silently mean `--num-envs`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         if message.startswith("unrecognized arguments:"):

@@ -252,7 +252,10 @@ class Run:
             w.writerow(["update", "seed", *names])
             for u in range(updates):
                 for s in range(seeds):
-                    w.writerow([u + 1, s, *(_fmt(history[k][s, u]) for k in names)])
+                    # Exact in Python; the compiled metric is a float (no int32 wrap).
+                    steps = (u + 1) * self.cfg.batch_size
+                    rest = (_fmt(history[k][s, u]) for k in names[1:])
+                    w.writerow([u + 1, s, steps, *rest])
         os.replace(tmp, os.path.join(self.dir, "metrics.csv"))
         _write_json(
             os.path.join(self.dir, "metrics.json"),
@@ -382,7 +385,7 @@ class Run:
             remaining = (total - step) * self.cfg.batch_size * opts.seeds
             self.display.advance(
                 step,
-                int(chunk["timesteps"][0, -1]),
+                step * self.cfg.batch_size,
                 sps,
                 float(np.mean(chunk["episode_return"][:, -1])),
                 remaining / sps if sps > 0 else float("nan"),
@@ -416,7 +419,7 @@ class Run:
             "env": self.cfg.env_name,
             "seeds": self.opts.seeds,
             "updates": self._step(),
-            "env_steps_per_seed": int(history["timesteps"][0, -1]),
+            "env_steps_per_seed": self._step() * self.cfg.batch_size,
             "final_return": float(final.mean()),
             "final_return_per_seed": [float(x) for x in final],
             "eval_return": None if not self.evals else float(self.evals[-1][1].mean()),
