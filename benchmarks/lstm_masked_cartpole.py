@@ -47,7 +47,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     lstm = jppo.PPOConfig.preset("CartPole-masked")
-    settings = [("MLP", lstm.replace(network="mlp"))]
+    settings = [("MLP", lstm.replace(network="mlp", lstm_chunk_len=None))]
     settings += [("LSTM, exact", lstm.replace(lstm_chunk_len=None))]
     settings += [(f"LSTM, chunk={c}", lstm.replace(lstm_chunk_len=c)) for c in args.chunks]
     rows, finals = [], {}

@@ -13,8 +13,14 @@ number).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import inspect
 import math
+import numbers
 from typing import Any
+
+import numpy as np
 
 
 def _field(default: Any, help: str, *, traced: bool = False) -> Any:
@@ -125,6 +131,12 @@ class PPOConfig:
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):
             object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        # numpy scalars (np.float32(3e-4), np.int64(8)) are good numbers; stored as Python
+        # ones so that equal configs compare, print and hash alike.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic) and isinstance(value, (numbers.Number, np.bool_)):
+                object.__setattr__(self, f.name, value.item())
         _validate(self)
 
     # -- derived sizes -------------------------------------------------------------------
@@ -150,6 +162,7 @@ class PPOConfig:
 
     def replace(self, **changes) -> PPOConfig:
         """A copy with `changes` applied (and validated)."""
+        check_field_names(changes, "PPOConfig.replace")
         return dataclasses.replace(self, **changes)
 
     def hyperparams(self) -> dict[str, Any]:
@@ -182,6 +195,33 @@ class PPOConfig:
                 f"preset: unknown preset {name!r}; available presets: {sorted(PRESETS)}"
             )
         return cls(**{**PRESETS[name], **overrides})
+
+
+def check_field_names(names, caller: str = "PPOConfig") -> None:
+    """Raise `ValueError`, with close-match suggestions, for a name that is not a field."""
+    fields = PPOConfig.__dataclass_fields__
+    for name in names:
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=3)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            raise ValueError(
+                f"{caller}: {name!r} is not a PPOConfig field; {hint}fields: {', '.join(fields)}"
+            )
+
+
+_dataclass_init = PPOConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_checking_names(self, *args, **kwargs):
+    # The generated __init__ would reject a misspelt name with a bare TypeError; say which
+    # field was meant instead.
+    check_field_names(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+_init_checking_names.__signature__ = inspect.signature(_dataclass_init)
+PPOConfig.__init__ = _init_checking_names
 
 
 # Names of the numeric hyperparameters carried as traced leaves of `Hyperparams`.
@@ -242,7 +282,7 @@ def _fail(field: str, value: Any, allowed: str) -> None:
 
 def _check_int(cfg, field: str, minimum: int = 1) -> None:
     value = getattr(cfg, field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         _fail(field, value, f"expected an integer >= {minimum}")
 
 
@@ -252,7 +292,7 @@ def _check_number(
     value = getattr(cfg, field)
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         _fail(field, value, "expected a finite number" + (" or None" if optional else ""))
     if lo is not None and (value <= lo if lo_open else value < lo):
         _fail(field, value, f"expected a value {'>' if lo_open else '>='} {lo}")
@@ -262,8 +302,10 @@ def _check_number(
 
 def _check_choice(cfg, field: str, choices) -> None:
     value = getattr(cfg, field)
-    if value not in choices:
-        _fail(field, value, f"expected one of {list(choices)}")
+    if not isinstance(value, str) or value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        _fail(field, value, f"expected one of {list(choices)}{hint}")
 
 
 def _validate(cfg: PPOConfig) -> None:
@@ -332,7 +374,8 @@ def _validate(cfg: PPOConfig) -> None:
     _check_number(cfg, "gae_lambda", lo=0, hi=1)
     _check_number(cfg, "adv_std_floor", lo=0)
     _check_number(cfg, "adv_clip", lo=0, lo_open=True, optional=True)
-    _check_number(cfg, "clip_eps", lo=0, lo_open=True)
+    # Below 1, so that the lower end of the clip range 1 - clip_eps stays a positive ratio.
+    _check_number(cfg, "clip_eps", lo=0, hi=1, lo_open=True, hi_open=True)
     _check_number(cfg, "log_ratio_clip", lo=0, lo_open=True, optional=True)
     _check_number(cfg, "ent_coef", lo=0)
     _check_number(cfg, "ent_coef_final", lo=0, optional=True)
@@ -367,3 +410,44 @@ def _validate(cfg: PPOConfig) -> None:
     ):
         if not isinstance(getattr(cfg, flag), bool):
             _fail(flag, getattr(cfg, flag), "expected True or False")
+    _check_combinations(cfg)
+    envs.check_env_params(cfg.env, cfg.env_params)
+
+
+def _check_combinations(cfg: PPOConfig) -> None:
+    """Settings that are valid alone but would be silently ignored in this combination."""
+    if cfg.risk_weight > 0 and cfg.critic != "quantile":
+        _fail(
+            "risk_weight",
+            cfg.risk_weight,
+            f"only the quantile critic has a CVaR; with critic={cfg.critic!r} it must be 0 "
+            "(or set critic='quantile')",
+        )
+    if cfg.adaptive_bc and cfg.bc_coef is None:
+        _fail("adaptive_bc", cfg.adaptive_bc, "needs bc_coef set (behaviour cloning is off)")
+    if cfg.lstm_chunk_len is not None and cfg.network != "lstm":
+        _fail(
+            "lstm_chunk_len",
+            cfg.lstm_chunk_len,
+            f"only network='lstm' re-evaluates in chunks; with network={cfg.network!r} "
+            "it must be None",
+        )
+    if cfg.num_adv_groups != 1 and cfg.adv_norm != "group":
+        _fail(
+            "num_adv_groups",
+            cfg.num_adv_groups,
+            f"only adv_norm='group' uses groups; with adv_norm={cfg.adv_norm!r} it must be 1",
+        )
+    if cfg.critic == "quantile" and cfg.value_loss != "mse":
+        _fail(
+            "value_loss",
+            cfg.value_loss,
+            "the quantile critic always uses the quantile Huber loss (its kappa is "
+            "quantile_kappa); with critic='quantile' value_loss must stay 'mse'",
+        )
+    if cfg.ent_coef_min > cfg.ent_coef:
+        _fail(
+            "ent_coef_min",
+            cfg.ent_coef_min,
+            f"a floor above ent_coef={cfg.ent_coef} would replace it; expected a value <= ent_coef",
+        )

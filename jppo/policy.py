@@ -31,8 +31,18 @@ def deterministic_action(dist_params: dict) -> jax.Array:
 def env_action(action: jax.Array, spec: EnvSpec) -> jax.Array:
     """The action sent to the environment: continuous samples clipped to the space's bounds.
 
-    The unclipped sample is what the log-probability is computed for.
+    `action` is [..., action_dim] (continuous) or [...] (discrete); the result has the
+    space's own shape in place of the last axis (e.g. [...] for a scalar space). The
+    unclipped flat sample is what the log-probability is computed for.
+
+    Continuous actions are sent in JAX's default float type (float64 under
+    `jax_enable_x64`): gymnax environments compute their states in that type, and an action
+    of another type makes a state leaf's type differ between a step and a reset, which their
+    auto-reset `select` refuses.
     """
     if spec.discrete:
         return action
-    return jnp.clip(action, spec.action_low, spec.action_high)
+    action = jnp.clip(action, spec.action_low, spec.action_high)
+    shape = spec.action_shape if spec.action_shape is not None else (spec.action_dim,)
+    action = jnp.reshape(action, action.shape[:-1] + shape)
+    return action.astype(jax.dtypes.canonicalize_dtype(jnp.float64))

@@ -60,6 +60,9 @@ def init_learner(
     cfg: PPOConfig, setup: Setup, key: jax.Array, hyperparams: Hyperparams | None = None
 ) -> Learner:
     """Fresh parameters, optimizer state, normalization statistics and hyperparameters."""
+    if hyperparams is None:
+        hyperparams = Hyperparams.from_config(cfg)
+    hyperparams.check_config(cfg)
     # Under vmap (seeds, sweeps) run the initializers one member at a time: jaxlib's batched
     # QR (LAPACK geqrf behind the orthogonal initializer) intermittently hangs on CPU, and
     # each member then gets exactly the parameters an unbatched run would.
@@ -69,8 +72,6 @@ def init_learner(
         reward=RunningMeanStd.init(()) if cfg.normalize_reward else None,
         value=RunningMeanStd.init(()) if cfg.normalize_value_targets else None,
     )
-    if hyperparams is None:
-        hyperparams = Hyperparams.from_config(cfg)
     return Learner(
         params=params, opt_state=init_opt_state(params, cfg), norm=norm, hyperparams=hyperparams
     )
@@ -97,10 +98,29 @@ def init_actors(cfg: PPOConfig, setup: Setup, key: jax.Array) -> Actors:
     )
 
 
+def env_steps(num_updates: jax.Array, batch_size: int) -> jax.Array:
+    """Env steps after `num_updates` updates of `batch_size` transitions, as float32.
+
+    An int32 product wraps past 2^31 env steps (8192 updates of 2048 x 128 already), and
+    int64 exists only under `jax_enable_x64`; float32 is exact while the count fits its 24
+    significand bits (every count up to 2^24, and larger ones with enough factors of 2),
+    otherwise within a relative 6e-8, and it never decreases as updates go on.
+    """
+    return jnp.asarray(num_updates, jnp.float32) * jnp.float32(batch_size)
+
+
 def _update_metrics(cfg, step, coefs, learner: Learner, actors: Actors, stats) -> dict:
-    """The per-update metrics that come from the counters, schedules and rollout summaries."""
+    """The per-update metrics that come from the counters, schedules and rollout summaries.
+
+    `timesteps` is `env_steps(step, batch_size)` (float32, see there). Of the non-finite
+    counters, `nonfinite_env_count` (observation and reward entries replaced during this
+    update's rollout) and `nonfinite_ratio_count` (ratios replaced during this update's
+    minibatch steps) count this update only; `nonfinite_grad_count` is cumulative: minibatch
+    steps skipped since the run began (it lives in the optimizer state, so it survives
+    chunks and checkpoints).
+    """
     metrics = dict(
-        timesteps=step * cfg.batch_size,
+        timesteps=env_steps(step, cfg.batch_size),
         episode_return=actors.episodes.last_return,
         episode_length=actors.episodes.last_length,
         episodes_completed=stats.episodes,
@@ -228,7 +248,14 @@ def train_seeds(cfg: PPOConfig, keys: jax.Array) -> TrainResult:
     Member i equals `train(cfg, keys[i])` within float tolerance (XLA batches reductions
     differently under vmap). Leaves of the result have a leading [num_seeds] axis.
     """
+    keys = as_key(keys)
+    if keys.ndim != 1:
+        raise ValueError(
+            f"train_seeds: expected a batch of keys, e.g. jax.random.split(key, num_seeds); "
+            f"got keys of shape {keys.shape}"
+            + (" (a single key: use jppo.train for one run)" if keys.ndim == 0 else "")
+        )
     program = cached_program(
         "seeds", cfg, lambda: jax.jit(jax.vmap(make_train(cfg), in_axes=(0, None)))
     )
-    return program(as_key(keys), Hyperparams.from_config(cfg))
+    return program(keys, Hyperparams.from_config(cfg))

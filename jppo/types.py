@@ -12,6 +12,7 @@ environments and stays with them.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, NamedTuple
 
 import jax
@@ -36,7 +37,19 @@ class Hyperparams(_HyperparamsFields):
 
     @classmethod
     def from_config(cls, cfg: PPOConfig, **overrides) -> Hyperparams:
-        """The config's values (or `overrides`, e.g. arrays for a sweep) as float32 leaves."""
+        """The config's values (or `overrides`, e.g. arrays for a sweep) as float32 leaves.
+
+        Raises:
+          ValueError: for an override that is not a traced field, or that gives a number to
+            a feature the config switches off (None): the compiled program would ignore it.
+        """
+        for name, value in overrides.items():
+            if name not in TRACED_FIELDS:
+                close = difflib.get_close_matches(name, TRACED_FIELDS, n=3)
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+                raise ValueError(f"Hyperparams: {name!r} is not a traced PPOConfig field{hint}")
+            if value is not None and getattr(cfg, name) is None:
+                raise ValueError(_off_in_config(name))
         values = {**cfg.hyperparams(), **overrides}
         return cls(
             **{
@@ -44,6 +57,31 @@ class Hyperparams(_HyperparamsFields):
                 for k in TRACED_FIELDS
             }
         )
+
+    def check_config(self, cfg: PPOConfig) -> None:
+        """Raise `ValueError` unless exactly the config's switched-off fields are None here.
+
+        Which traced features exist is decided by the config when the program is built; a
+        number given here for a feature the config has off would be silently ignored.
+        """
+        for name in TRACED_FIELDS:
+            given, configured = getattr(self, name), getattr(cfg, name)
+            if given is not None and configured is None:
+                raise ValueError(_off_in_config(name))
+            if given is None and configured is not None:
+                raise ValueError(
+                    f"Hyperparams.{name} is None but PPOConfig.{name}={configured!r} switches "
+                    "the feature on; build the hyperparameters with "
+                    "Hyperparams.from_config(cfg, ...)"
+                )
+
+
+def _off_in_config(name: str) -> str:
+    return (
+        f"Hyperparams.{name}: PPOConfig.{name} is None, which switches the feature off in "
+        f"the compiled program, so this value would be ignored; set PPOConfig.{name} to a "
+        "number to enable it"
+    )
 
 
 # -- environments -------------------------------------------------------------------------
@@ -54,10 +92,13 @@ class EnvSpec(NamedTuple):
 
     obs_dim: int  # observations are flattened to [obs_dim] float32
     discrete: bool
-    action_dim: int  # number of actions (discrete) or action vector size (continuous)
-    action_low: np.ndarray | None  # [action_dim] (continuous) or None
+    action_dim: int  # number of actions (discrete) or flat action size (continuous)
+    action_low: np.ndarray | None  # [action_dim] per-element bounds (continuous) or None
     action_high: np.ndarray | None
     max_episode_steps: int | None
+    # The continuous action space's own shape (e.g. () or (2, 2)): the policy acts on flat
+    # [action_dim] vectors and the environment receives this shape. None: (action_dim,).
+    action_shape: tuple[int, ...] | None = None
 
 
 class EnvStep(NamedTuple):

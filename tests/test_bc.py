@@ -37,7 +37,8 @@ def _case(adv_norm: str, raw: bool):
     the batch: the probability ratios and the policy loss are then not trivial.
     """
     network, state, traj, carry0 = _rollout()
-    cfg = BC.replace(adv_norm=adv_norm, num_adv_groups=2, awr_raw_advantages=raw)
+    groups = 2 if adv_norm == "group" else 1
+    cfg = BC.replace(adv_norm=adv_norm, num_adv_groups=groups, awr_raw_advantages=raw)
     hp = state.learner.hyperparams
     batch, _, _ = make_batch(cfg, traj, hp, state.learner.norm.value)
     idx = np.random.default_rng(0).permutation(cfg.batch_size)[: cfg.minibatch_size]

@@ -6,16 +6,23 @@ where int32 wraps.
 """
 
 import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
+from gymnax.environments import environment, spaces
 
 import jppo
-from jppo import envs, schedules
+from jppo import envs, policy, schedules
 from jppo import targets as targets_lib
+from jppo import trainer as train_lib
 from jppo.update import update
 from tests.helpers import SMALL, final_return, fresh_rollout
 
@@ -200,10 +207,130 @@ def test_training_with_env_faults_stays_finite():
 @pytest.mark.slow
 def test_cartpole_with_env_faults_still_learns():
     """The default config, 500k steps, with 1 % of observations and rewards NaN / Inf:
-    parameters stay finite and the final return is still >= 400 (2 seeds)."""
+    parameters stay finite, the faults were counted, and every one of 4 seeds still ends
+    (last 5 % of updates) at a return >= 400."""
     cfg = jppo.PPOConfig(env=_faulty_cartpole())
-    out = jppo.train_seeds(cfg, jax.random.split(jax.random.key(0), 2))
+    num_seeds = 4
+    out = jppo.train_seeds(cfg, jax.random.split(jax.random.key(0), num_seeds))
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(out.state.learner.params))
-    assert float(out.metrics["nonfinite_env_count"].sum()) > 0.01 * 2 * cfg.total_timesteps
-    per_seed = [final_return(out.metrics["episode_return"][i]) for i in range(2)]
+    faults = float(out.metrics["nonfinite_env_count"].sum())
+    assert faults > 0.01 * num_seeds * cfg.total_timesteps, faults
+    per_seed = [final_return({"episode_return": r}) for r in out.metrics["episode_return"]]
     assert min(per_seed) >= 400, per_seed
+
+
+# -- float64 mode -------------------------------------------------------------------------------
+
+_X64_SCRIPT = """
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import jppo
+
+for env in ("CartPole-v1", "Pendulum-v1"):
+    cfg = jppo.PPOConfig(env=env, total_timesteps=64, num_envs=2, num_steps=32,
+                         update_epochs=1, num_minibatches=2, hidden_sizes=(8,))
+    out = jppo.train(cfg, jax.random.key(0))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(out.state.learner.params))
+    returns = np.asarray(jppo.evaluate(cfg, out.state, jax.random.key(1), num_episodes=2))
+    assert returns.shape == (2,) and np.all(np.isfinite(returns)), returns
+    print(env, "ok", float(out.metrics["timesteps"][-1]), returns.tolist())
+"""
+
+
+def test_float64_mode_trains_and_evaluates():
+    """Under jax_enable_x64 (in a fresh interpreter, so the mode cannot leak into the other
+    tests) a discrete and a continuous env train and evaluate. Pendulum-v1 failed there:
+    its auto-reset selects between a state computed from a float32 action and a float64
+    reset state."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _X64_SCRIPT], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CartPole-v1 ok 64.0" in proc.stdout and "Pendulum-v1 ok 64.0" in proc.stdout
+
+
+# -- continuous action spaces that are not 1-D ---------------------------------------------------
+
+
+@struct.dataclass
+class _EchoState(environment.EnvState):
+    time: int
+
+
+class EchoBox(environment.Environment):
+    """Continuous actions of any shape; the next observation is the action received,
+    flattened. `step_env` refuses (at trace time) an action of the wrong shape."""
+
+    def __init__(self, low, high):
+        self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+
+    @property
+    def default_params(self):
+        return environment.EnvParams(max_steps_in_episode=1000)
+
+    def step_env(self, key, state, action, params):
+        assert action.shape == self.low.shape, (action.shape, self.low.shape)
+        obs = jnp.reshape(action, (-1,)).astype(jnp.float32)
+        return obs, _EchoState(time=state.time + 1), 0.0, jnp.array(False), {}
+
+    def reset_env(self, key, params):
+        return jnp.zeros(self.low.size, jnp.float32), _EchoState(time=0)
+
+    def action_space(self, params=None):
+        return spaces.Box(self.low, self.high, self.low.shape, jnp.float32)
+
+    def observation_space(self, params):
+        return spaces.Box(-jnp.inf, jnp.inf, (self.low.size,), jnp.float32)
+
+
+ECHO_SPACES = {
+    "scalar": (-1.0, 2.0),
+    "2x2": ([[-1.0, 0.0], [-2.0, -0.5]], [[1.0, 0.5], [2.0, 3.0]]),  # per-element bounds
+}
+
+
+@pytest.mark.parametrize("name", list(ECHO_SPACES))
+def test_action_space_shape_and_bounds_are_restored(name):
+    """The env receives actions of its own space's shape (() or (2, 2), not the flat (1,) or
+    (4,)), clipped per element to that element's bounds; the rollout stores the unclipped
+    flat sample, whose log-prob (float64 Gaussian) is the stored one."""
+    low, high = ECHO_SPACES[name]
+    env = EchoBox(low, high)
+    spec = envs.env_spec(env, env.default_params)
+    assert spec.action_shape == env.low.shape and spec.action_dim == env.low.size
+    cfg = jppo.PPOConfig(
+        env=env, num_envs=4, num_steps=8, total_timesteps=32, num_minibatches=1, log_std_init=1.0
+    )
+    _, _, traj, _ = fresh_rollout(cfg)
+    action = np.asarray(traj.action, np.float64)  # [T, B, A]
+    flat_low, flat_high = env.low.reshape(-1), env.high.reshape(-1)
+    received = np.asarray(traj.obs[1:], np.float64)  # step t's action comes back at t + 1
+    np.testing.assert_allclose(received, np.clip(action[:-1], flat_low, flat_high), atol=1e-6)
+    assert np.any(action < flat_low) and np.any(action > flat_high)  # clipping was needed
+    mean = np.asarray(traj.dist_params["mean"], np.float64)
+    log_std = np.asarray(traj.dist_params["log_std"], np.float64)
+    log_prob = np.sum(
+        -0.5 * ((action - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi), -1
+    )
+    np.testing.assert_allclose(traj.log_prob, log_prob, rtol=1e-5, atol=1e-5)
+    # The mode (evaluation) goes out in the space's shape too.
+    sent = policy.env_action(jnp.zeros((3, env.low.size)), spec)
+    assert sent.shape == (3,) + env.low.shape
+
+
+# -- the step counter ---------------------------------------------------------------------------
+
+
+def test_timesteps_do_not_wrap_past_int32():
+    """At 2048 envs x 128 steps, 8193 updates are 2^31 + 2^18 env steps: an int32 counter
+    wraps negative there. The float32 count is exact for such power-of-two batches, within
+    6e-8 of the exact count for any other, and never decreases."""
+    counted = jax.jit(train_lib.env_steps, static_argnums=1)
+    assert float(counted(jnp.int32(8193), 2048 * 128)) == 8193 * 2048 * 128
+    steps = np.arange(2**31 // 3000, 2**31 // 3000 + 2000, dtype=np.int32)
+    odd = np.asarray(counted(jnp.asarray(steps), 3000), np.float64)  # across 2^31
+    np.testing.assert_allclose(odd, steps.astype(np.float64) * 3000, rtol=6e-8)
+    assert np.all(odd > 0) and np.all(np.diff(odd) >= 0)

@@ -63,6 +63,25 @@ def check_env(env: Any) -> None:
         )
 
 
+def check_env_params(env: Any, env_params: Any) -> None:
+    """Raise `ValueError` unless `env_params` is None or of the type of `env`'s own params.
+
+    Params of another environment often have fields of the same names (e.g.
+    `max_steps_in_episode`), so they would be accepted and silently misread.
+    """
+    if env_params is None:
+        return
+    instance, default = make_env(env)
+    if not isinstance(env_params, type(default)):
+        name = env if isinstance(env, str) else type(instance).__name__
+        qualified = lambda t: f"{t.__module__}.{t.__qualname__}"
+        raise ValueError(
+            f"PPOConfig.env_params={qualified(type(env_params))}(...) is invalid: expected "
+            f"the params of {name}, a {qualified(type(default))} (e.g. "
+            "env.default_params.replace(...)), or None for the defaults"
+        )
+
+
 def make_env(env: Any, env_params: Any = None) -> tuple[environment.Environment, Any]:
     """The environment instance and its params for a name or instance."""
     check_env(env)
@@ -90,16 +109,18 @@ def env_spec(env: environment.Environment, env_params: Any) -> EnvSpec:
             max_episode_steps=max_steps,
         )
     if isinstance(space, spaces.Box):
-        action_dim = int(np.prod(space.shape)) if space.shape else 1
-        low = np.broadcast_to(np.asarray(space.low, np.float32), (action_dim,))
-        high = np.broadcast_to(np.asarray(space.high, np.float32), (action_dim,))
+        shape = tuple(int(n) for n in space.shape)
+        action_dim = int(np.prod(shape))  # 1 for a scalar space
+        # Bounds may be scalars or arrays of the space's shape: one pair per flat element.
+        flat_bounds = lambda b: np.broadcast_to(np.asarray(b, np.float32), shape).reshape(-1)
         return EnvSpec(
             obs_dim=int(np.prod(obs_shape)),
             discrete=False,
             action_dim=action_dim,
-            action_low=low,
-            action_high=high,
+            action_low=flat_bounds(space.low),
+            action_high=flat_bounds(space.high),
             max_episode_steps=max_steps,
+            action_shape=shape,
         )
     raise ValueError(
         f"PPOConfig.env: unsupported action space {space!r} (expected gymnax Discrete or Box)"
