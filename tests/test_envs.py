@@ -10,6 +10,7 @@ from gymnax.environments import environment, spaces
 import jppo
 from jppo import envs
 from jppo import targets as targets_lib
+from jppo.rollout import rollout
 from tests.helpers import fresh_rollout
 
 
@@ -97,20 +98,70 @@ def test_terminated_steps_do_not_bootstrap():
     np.testing.assert_allclose(batch.targets[2], 1.0, rtol=1e-6)
 
 
-def test_custom_environment_instance_trains():
-    env = Counter()
+class RandomEpisodes(Counter):
+    """Counter with a random reward in [-0.5, 1.5) per step and termination with
+    probability 0.2 per step (the time limit truncates the rest)."""
+
+    def step_env(self, key, state, action, params):
+        k_reward, k_end = jax.random.split(key)
+        state = CounterState(time=state.time + 1)
+        reward = jax.random.uniform(k_reward, minval=-0.5, maxval=1.5)
+        return self.get_obs(state), state, reward, jax.random.uniform(k_end) < 0.2, {}
+
+
+def _np_episode_stats(rewards, dones):
+    """Per update: mean return and length of the episodes that ended in its rollout (carried
+    forward when none did, 0 before the first) and their count; float64 over [U, T, B].
+    Also the longest episode that ended."""
+    running_return, running_length = np.zeros(rewards.shape[2]), np.zeros(rewards.shape[2])
+    last, out, longest = (0.0, 0.0), [], 0
+    for rollout_rewards, rollout_dones in zip(rewards, dones):
+        ended = []
+        for r, d in zip(rollout_rewards, rollout_dones):
+            running_return, running_length = running_return + r, running_length + 1
+            ended += [(running_return[b], running_length[b]) for b in np.flatnonzero(d)]
+            running_return, running_length = (
+                np.where(d, 0, running_return),
+                np.where(d, 0, running_length),
+            )
+        if ended:
+            last = tuple(np.mean(ended, axis=0))
+            longest = max(longest, max(length for _, length in ended))
+        out.append((*last, len(ended)))
+    return np.array(out), longest
+
+
+def test_episode_statistics_match_an_independent_count():
+    """Random rewards and terminations, episodes straddling rollouts (12-step limit, 10-step
+    rollouts): the trainer's episode_return, episode_length and episodes_completed equal a
+    float64 re-count over the rollouts' rewards and done flags."""
     cfg = jppo.PPOConfig(
-        env=env,
-        env_params=CounterParams(max_steps_in_episode=5),
-        num_envs=2,
+        env=RandomEpisodes(),
+        env_params=CounterParams(max_steps_in_episode=12),
+        num_envs=3,
         num_steps=10,
-        total_timesteps=40,
+        total_timesteps=3 * 10 * 6,
         num_minibatches=2,
     )
-    out = jppo.train(cfg, jax.random.key(0))
-    np.testing.assert_allclose(out.metrics["episode_return"], 5.0)
-    np.testing.assert_allclose(out.metrics["episode_length"], 5.0)
-    np.testing.assert_allclose(out.metrics["episodes_completed"], 4.0)
+    trainer = jppo.make_trainer(cfg)
+    state = trainer.init(jax.random.key(0))
+    step = jax.jit(trainer.step)
+    roll = jax.jit(lambda s, k: rollout(cfg, trainer.setup, s.learner, s.actors, k).traj)
+    rewards, dones, metrics = [], [], []
+    for _ in range(cfg.num_updates):
+        _, k_roll, _ = jax.random.split(state.rng, 3)  # the key the step's rollout uses
+        traj = roll(state, k_roll)
+        rewards.append(np.asarray(traj.reward, np.float64))
+        dones.append(np.asarray(traj.done))
+        state, m = step(state)
+        metrics.append(
+            [float(m[k]) for k in ("episode_return", "episode_length", "episodes_completed")]
+        )
+    rewards, dones = np.array(rewards), np.array(dones)
+    assert dones.sum() > 10 and np.std(rewards) > 0.3  # many, different episodes
+    expected, longest = _np_episode_stats(rewards, dones)
+    assert longest > cfg.num_steps  # some episode began in an earlier rollout
+    np.testing.assert_allclose(np.array(metrics), expected, rtol=1e-5)
 
 
 def test_nonfinite_observations_and_rewards_are_sanitized_and_counted():

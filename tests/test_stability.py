@@ -69,9 +69,9 @@ def test_make_batch_applies_adv_norm(small_rollout, mode, floor, clip):
     _, state, traj, _ = small_rollout
     cfg = SMALL.replace(adv_norm=mode, num_adv_groups=2 if mode == "group" else 1)
     raw = targets_lib.make_batch(
-        SMALL.replace(adv_norm="none"), traj, state.learner.hyperparams, None
+        SMALL.replace(adv_norm="none"), traj, state.learner.hyperparams, state.learner.norm.value
     )[0].advantages
-    batch, _, _ = targets_lib.make_batch(cfg, traj, _hp(cfg, floor, clip), None)
+    batch, _, _ = targets_lib.make_batch(cfg, traj, _hp(cfg, floor, clip), state.learner.norm.value)
     expected = _np_normalize(raw, mode, 2, floor, clip)
     np.testing.assert_allclose(batch.advantages, expected, rtol=1e-5, atol=1e-5)
     if mode not in ("none", "minibatch") and clip == 0.5:  # the clip is active
@@ -86,12 +86,18 @@ def test_make_batch_mode_properties(small_rollout, mode):
     cfg = SMALL.replace(adv_norm=mode, num_adv_groups=2 if mode == "group" else 1)
     raw = np.asarray(
         targets_lib.make_batch(
-            SMALL.replace(adv_norm="none"), traj, state.learner.hyperparams, None
+            SMALL.replace(adv_norm="none"),
+            traj,
+            state.learner.hyperparams,
+            state.learner.norm.value,
         )[0].advantages,
         np.float64,
     )
     adv = np.asarray(
-        targets_lib.make_batch(cfg, traj, state.learner.hyperparams, None)[0].advantages, np.float64
+        targets_lib.make_batch(cfg, traj, state.learner.hyperparams, state.learner.norm.value)[
+            0
+        ].advantages,
+        np.float64,
     )
     assert raw.std() > 0.05 and abs(raw.mean()) > 1e-3  # a batch that needs normalizing
     if mode == "batch":
@@ -118,7 +124,7 @@ def test_minibatch_mode_normalizes_inside_loss_fn(small_rollout):
     network, state, traj, carry0 = small_rollout
     hp = state.learner.hyperparams
     cfg_mb, cfg_none = SMALL.replace(adv_norm="minibatch"), SMALL.replace(adv_norm="none")
-    batch = targets_lib.make_batch(cfg_mb, traj, hp, None)[0]
+    batch = targets_lib.make_batch(cfg_mb, traj, hp, state.learner.norm.value)[0]
     # One minibatch of the first 64 transitions of env 0..1, ratio != 1 (moved params).
     mb = jax.tree.map(lambda x: x[:32, :2], batch)
     coefs = schedules.coefficients(cfg_mb, hp, state.step)
@@ -151,7 +157,9 @@ KL_CFG = SMALL  # 4 epochs x 4 minibatches of 32 transitions
 @pytest.fixture(scope="module")
 def kl_setup():
     network, state, traj, carry0 = fresh_rollout(KL_CFG, key=5)
-    batch = targets_lib.make_batch(KL_CFG, traj, state.learner.hyperparams, None)[0]
+    batch = targets_lib.make_batch(
+        KL_CFG, traj, state.learner.hyperparams, state.learner.norm.value
+    )[0]
     coefs = schedules.coefficients(KL_CFG, state.learner.hyperparams, state.step)
     return network, state, batch, carry0, coefs
 
@@ -282,11 +290,13 @@ def test_kl_early_stop_off_or_loose_runs_all_epochs(kl_setup):
 
 
 def test_tiny_target_kl_in_training():
-    """In a whole training run a tiny target_kl stops every update early; None never does."""
-    cfg = SMALL.replace(target_kl=1e-7)
+    """In a whole training run a tiny target_kl stops every update after exactly one
+    minibatch step: the first minibatch's KL is measured before any step (the rollout's own
+    policy, KL ~ 0 up to rounding), the second after one step, which at learning rate 1e-2
+    moves the policy far past 1.5e-7 (at the default rate one update's step stayed below)."""
+    cfg = SMALL.replace(target_kl=1e-7, learning_rate=1e-2)
     stopped = jppo.train(cfg, jax.random.key(0)).metrics["epochs_completed"]
-    assert np.all(np.asarray(stopped) < cfg.update_epochs)
-    assert np.all(np.isfinite(stopped))
+    np.testing.assert_array_equal(stopped, 1.0 / cfg.num_minibatches)
 
 
 def test_no_target_kl_completes_all_epochs(small_run):
@@ -395,7 +405,6 @@ def test_scaled_reward_wrapper_keeps_the_step_contract():
             (b[0], b[1], b[3], b[4], b[5]),
         )
         assert float(b[2]) == 1000.0 * float(a[2]) - 500.0
-        assert float(env.unscale(b[2])) == float(a[2])
     assert bool(env.step(jax.random.key(1), cases["truncated"], 1, params)[4])
     assert bool(env.step(jax.random.key(1), cases["terminated"], 1, params)[3])
 

@@ -12,7 +12,7 @@ from jppo import optim, policy, schedules
 from jppo import targets as targets_lib
 from jppo import trainer as train_lib
 from jppo.update import update
-from tests.helpers import SMALL, SMALL_PENDULUM, fresh_rollout
+from tests.helpers import SMALL, SMALL_PENDULUM, assert_trees_equal, fresh_rollout
 
 SPEC_METRICS = (
     "timesteps",
@@ -71,15 +71,24 @@ def test_state_shapes(small_run):
 
 
 def test_same_key_same_result_and_legacy_keys(small_run):
+    """Same key and config: every metric and the whole final state bit-identical on CPU (a
+    legacy uint32 key of the same seed included); another key: other parameters, rollouts
+    and losses."""
     again = jppo.train(SMALL, jax.random.key(0))
     legacy = jppo.train(SMALL, jax.random.PRNGKey(0))
     for out in (again, legacy):
-        jax.tree.map(np.testing.assert_array_equal, out.metrics, small_run.metrics)
+        assert_trees_equal(out.metrics, small_run.metrics)
+        assert_trees_equal(out.state, small_run.state)
     other = jppo.train(SMALL, jax.random.key(1))
-    assert not np.array_equal(other.metrics["policy_loss"], small_run.metrics["policy_loss"])
+    for name in ("policy_loss", "value_loss", "return_mean", "entropy"):
+        assert not np.array_equal(other.metrics[name], small_run.metrics[name]), name
+    actor = lambda out: jax.tree.leaves(out.state.learner.params["actor"])
+    assert all(not np.array_equal(a, b) for a, b in zip(actor(other), actor(small_run)))
 
 
 def test_train_seeds_member_equals_train():
+    """Member i of train_seeds equals train(keys[i]) to float tolerance only, not bit for
+    bit: under vmap XLA batches the reductions differently, so sums round differently."""
     keys = jax.random.split(jax.random.key(3), 3)
     seeds = jppo.train_seeds(SMALL, keys)
     chex.assert_shape(seeds.metrics["episode_return"], (3, SMALL.num_updates))
@@ -109,18 +118,36 @@ def test_vmap_over_hyperparameters_matches_separate_runs(small_run):
 
 
 def test_continuous_actions_clip_for_env_but_not_for_log_prob():
+    """Pendulum's torque is clipped to [-2, 2] for the env, but the rollout stores the
+    unclipped sample and its log-prob: with log_std_init 1 (std 2.7) many samples lie
+    outside the bounds, and the stored log-prob is the float64 Gaussian density of the
+    stored sample, not of its clipped value."""
     spec = train_lib.build(SMALL_PENDULUM).spec
     raw = jnp.array([[-5.0], [0.5], [7.0]])
     np.testing.assert_array_equal(policy.env_action(raw, spec), [[-2.0], [0.5], [2.0]])
-    out = jppo.train(SMALL_PENDULUM, jax.random.key(0))
-    assert np.all(np.isfinite(out.metrics["policy_loss"]))
-    log_std = out.state.learner.params["actor"]["params"]["log_std"]
-    chex.assert_shape(log_std, (1,))
+    _, _, traj, _ = fresh_rollout(SMALL_PENDULUM.replace(log_std_init=1.0))
+    action = np.asarray(traj.action, np.float64)[..., 0]
+    mean = np.asarray(traj.dist_params["mean"], np.float64)[..., 0]
+    np.testing.assert_array_equal(traj.dist_params["log_std"], 1.0)
+
+    def density(a):
+        return -0.5 * ((a - mean) / np.e) ** 2 - 1.0 - 0.5 * np.log(2 * np.pi)
+
+    outside = np.abs(action) > 2.0
+    assert outside.mean() > 0.2
+    np.testing.assert_allclose(traj.log_prob, density(action), rtol=1e-5, atol=1e-5)
+    clipped = density(np.clip(action, -2.0, 2.0))
+    assert np.all(np.abs(np.asarray(traj.log_prob)[outside] - clipped[outside]) > 1e-3)
 
 
 def test_log_std_initialized_at_config_value():
-    params = train_lib.build(SMALL_PENDULUM).network.init(jax.random.key(0))
-    np.testing.assert_allclose(params["actor"]["params"]["log_std"], [-0.5])
+    cfg = SMALL_PENDULUM.replace(log_std_init=-1.3)
+    params = train_lib.build(cfg).network.init(jax.random.key(0))
+    np.testing.assert_allclose(params["actor"]["params"]["log_std"], [-1.3])
+    dist_params, _ = train_lib.build(cfg).network.actor(
+        params["actor"], jnp.zeros((1, 2, 3)), jnp.zeros((1, 2), bool), {}
+    )
+    np.testing.assert_allclose(dist_params["log_std"], -1.3, rtol=1e-6)
 
 
 # -- the update's parts -----------------------------------------------------------------------
@@ -130,7 +157,9 @@ def test_log_std_initialized_at_config_value():
 def _one_batch(cfg, key=0):
     """A real rollout batch and everything `update` needs, outside jit."""
     network, state, traj, carry0 = fresh_rollout(cfg, key)
-    batch, _, _ = targets_lib.make_batch(cfg, traj, state.learner.hyperparams, None)
+    batch, _, _ = targets_lib.make_batch(
+        cfg, traj, state.learner.hyperparams, state.learner.norm.value
+    )
     coefs = schedules.coefficients(cfg, state.learner.hyperparams, state.step)
     return network, state, batch, carry0, coefs
 
@@ -250,7 +279,34 @@ def test_clip_by_global_norm_per_network_matches_numpy():
         np.testing.assert_allclose(p[name]["w"], w, rtol=1e-4, atol=1e-6)
 
 
-def test_evaluate_returns_per_episode(small_run):
-    returns = jppo.evaluate(SMALL, small_run.state, jax.random.key(0), num_episodes=8)
-    chex.assert_shape(returns, (8,))
-    assert np.all(returns >= 1) and np.all(returns <= 500)
+GAINS = 0.1 * jnp.array([0.1, 0.5, 10.0, 2.0])
+
+
+def _balancing_actor(actor):
+    """Actor parameters of the linear controller "push right iff 0.1x + 0.5x' + 10θ + 2θ' > 0",
+    which keeps CartPole's pole up and the cart in bounds for the whole 500 steps: the sign
+    passes through both tanh layers unchanged."""
+    zeros = jax.tree.map(jnp.zeros_like, actor)
+    p = zeros["params"]
+    torso = p["MLP_0"]
+    torso = {
+        "Dense_0": {**torso["Dense_0"], "kernel": torso["Dense_0"]["kernel"].at[:, 0].set(GAINS)},
+        "Dense_1": {**torso["Dense_1"], "kernel": torso["Dense_1"]["kernel"].at[0, 0].set(1.0)},
+    }
+    head = {**p["Dense_0"], "kernel": p["Dense_0"]["kernel"].at[0].set(jnp.array([-10.0, 10.0]))}
+    return {"params": {"MLP_0": torso, "Dense_0": head}}
+
+
+def test_evaluate_tells_a_good_policy_from_a_poor_one(small_run):
+    """evaluate plays the deterministic policy: a balancing controller scores 500 in every
+    episode; the untrained network's mode (nearly one fixed action) falls within ~10 steps."""
+    state = small_run.state
+    fresh = train_lib.build(SMALL).network.init(jax.random.key(0))
+    poor = state._replace(learner=state.learner._replace(params=fresh))
+    good_params = {**fresh, "actor": _balancing_actor(fresh["actor"])}
+    good = state._replace(learner=state.learner._replace(params=good_params))
+    good_returns = jppo.evaluate(SMALL, good, jax.random.key(0), num_episodes=8)
+    poor_returns = jppo.evaluate(SMALL, poor, jax.random.key(0), num_episodes=8)
+    chex.assert_shape([good_returns, poor_returns], (8,))
+    np.testing.assert_array_equal(good_returns, 500.0)
+    assert np.all(poor_returns >= 1) and float(np.mean(poor_returns)) < 50, poor_returns
