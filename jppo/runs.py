@@ -139,7 +139,9 @@ class ChunkPrograms:
         self._compiled_eval = None
 
     def compile(self, state) -> float:
-        """Compile the chunk (and evaluation) for `state`'s shapes; returns seconds taken."""
+        """Compile the chunk and evaluation for `state`'s shapes (once); seconds taken."""
+        if self._compiled is not None:
+            return self.compile_s
         start = time.perf_counter()
         self._compiled = self._run.lower(state, np.int32(self.chunk)).compile()
         keys = jax.random.split(jax.random.key(0), np.shape(state.step)[0])
@@ -147,7 +149,8 @@ class ChunkPrograms:
         self._compiled_eval = self._evaluate.lower(
             learner.params, learner.norm.obs, learner.hyperparams, keys
         ).compile()
-        return time.perf_counter() - start
+        self.compile_s = time.perf_counter() - start
+        return self.compile_s
 
     def run(self, state, n: int):
         return self._compiled(state, np.int32(n))
@@ -182,10 +185,20 @@ class Run:
     """
 
     def __init__(
-        self, cfg: PPOConfig, opts: RunOptions, out_dir: str, display, *, _state=None, _history=None
+        self,
+        cfg: PPOConfig,
+        opts: RunOptions,
+        out_dir: str,
+        display,
+        *,
+        programs: ChunkPrograms | None = None,
+        _state=None,
+        _history=None,
     ):
         self.cfg, self.opts, self.dir, self.display = cfg, opts, out_dir, display
         self.chunk = choose_chunk(cfg, opts)
+        # Compiled programs may be shared by runs of one config and options (benchmarks).
+        self.programs = programs
         self.state = _state
         self.history: dict[str, list[np.ndarray]] = {}
         self.evals: list[tuple[int, np.ndarray]] = []
@@ -305,7 +318,7 @@ class Run:
                 ) from None
 
             self.writer = SummaryWriter(os.path.join(self.dir, "tensorboard"))
-        programs = ChunkPrograms(cfg, opts, self.chunk)
+        programs = self.programs or ChunkPrograms(cfg, opts, self.chunk)
         if self.state is None:
             keys = jax.random.split(jax.random.key(opts.seed), opts.seeds)
             self.state = programs.init(keys, Hyperparams.from_config(cfg))
