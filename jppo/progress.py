@@ -40,6 +40,7 @@ class PlainDisplay:
             self._print(f"resuming at update {done_updates}/{total_updates}")
 
     def compiled(self, seconds: float) -> None:
+        self.started = time.perf_counter()  # elapsed and ETA count training only
         self._print(f"compiled in {seconds:.1f}s")
 
     def message(self, text: str) -> None:
@@ -51,6 +52,9 @@ class PlainDisplay:
             f"update {update}/{self.total}  steps {env_steps:,}  {sps:,.0f} steps/s  "
             f"return {ret:.2f}  elapsed {_eta(elapsed)}  eta {_eta(eta)}"
         )
+
+    def abort(self) -> None:
+        """The run failed: leave the terminal as it was."""
 
     def end(self, rows: Sequence[tuple[str, str]], findings: Sequence[str]) -> None:
         width = max(len(k) for k, _ in rows)
@@ -75,9 +79,14 @@ class RichDisplay(PlainDisplay):
         self.console.print(text, highlight=False, markup=False)
 
     def begin(self, header: str, total_updates: int, done_updates: int) -> None:
+        super().begin(header, total_updates, done_updates)
+        self.done = done_updates
+
+    def compiled(self, seconds: float) -> None:
+        # The bar starts after compiling, so its elapsed time and ETA are training time.
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        super().begin(header, total_updates, done_updates)
+        super().compiled(seconds)
         self.progress = Progress(
             TextColumn("[bold]{task.completed}/{task.total} updates"),
             BarColumn(),
@@ -92,8 +101,8 @@ class RichDisplay(PlainDisplay):
         self.progress.start()
         self.task = self.progress.add_task(
             "train",
-            total=total_updates,
-            completed=done_updates,
+            total=self.total,
+            completed=self.done,
             steps="0",
             sps="-",
             ret="-",
@@ -101,10 +110,7 @@ class RichDisplay(PlainDisplay):
         )
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False, markup=False)
-
-    def compiled(self, seconds: float) -> None:
-        self.message(f"compiled in {seconds:.1f}s")
+        self.console.print(text, highlight=False, markup=False)
 
     def advance(self, update: int, env_steps: int, sps: float, ret: float, eta: float) -> None:
         self.progress.update(
@@ -115,6 +121,10 @@ class RichDisplay(PlainDisplay):
             ret=f"{ret:.2f}",
             eta=_eta(eta),
         )
+
+    def abort(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
     def end(self, rows: Sequence[tuple[str, str]], findings: Sequence[str]) -> None:
         from rich.table import Table

@@ -333,11 +333,14 @@ class Run:
             total,
             start_step,
         )
-        self.compile_s = programs.compile(self.state)
-        self.display.compiled(self.compile_s)
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
+            self.compile_s = programs.compile(self.state)
+            self.display.compiled(self.compile_s)
             self._loop(programs, total)
+        except BaseException:
+            self.display.abort()
+            raise
         finally:
             signal.signal(signal.SIGINT, previous)
         if self.interrupted:
