@@ -5,8 +5,9 @@ over one seed, as `train_seeds` does) and (b) by `jppo.runs.Run`, the loop `jppo
 runs: compiled chunks, metrics to the host after each, the progress display (plain lines,
 and a rich bar rendering into a terminal-like buffer), files and the summary. Compile time
 is excluded from both (each program is compiled once, before the rounds); (b)'s time is its
-loop's, as `jppo train` reports it. Rounds alternate a, b-plain, b-rich; the table gives
-medians and the loop's overhead (1 - loop steps/s / one-call steps/s).
+loop's, as `jppo train` reports it. Each round times all three, in an order that rotates from
+round to round (load drift on a shared machine hits each alike); the overhead is the median
+over rounds of 1 - loop steps/s / one-call steps/s within the round.
 
     python benchmarks/progress_overhead.py                 # 4 and 2048 envs
     python benchmarks/progress_overhead.py --num-envs 4 --rounds 5 --no-write
@@ -33,7 +34,7 @@ from jppo.progress import PlainDisplay, RichDisplay  # noqa: E402
 from jppo.types import Hyperparams  # noqa: E402
 
 # Env steps per measured run, per num_envs: enough for a few seconds on a 2-core CPU.
-TOTAL = {4: 500_000, 64: 1_000_000, 512: 2_097_152, 2048: 2_097_152}
+TOTAL = {4: 500_000, 64: 1_000_000, 512: 1_048_576, 2048: 1_048_576}
 
 
 def one_call(cfg):
@@ -75,7 +76,7 @@ def chunked(cfg, rich: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", default="4,2048")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     rows = []
@@ -85,16 +86,21 @@ def main() -> None:
         measure_a = one_call(cfg)
         measure_plain, chunk = chunked(cfg, rich=False)
         measure_rich, _ = chunked(cfg, rich=True)
-        times = {"one": [], "plain": [], "rich": []}
-        for _ in range(args.rounds):
-            times["one"].append(measure_a())
-            times["plain"].append(measure_plain())
-            times["rich"].append(measure_rich())
+        measures = {"one": measure_a, "plain": measure_plain, "rich": measure_rich}
+        times = {k: [] for k in measures}
+        order = list(measures)
+        for r in range(args.rounds):
+            for name in order[r % 3 :] + order[: r % 3]:
+                times[name].append(measures[name]())
         sps = {k: steps / statistics.median(v) for k, v in times.items()}
+        over = {
+            k: statistics.median(1 - a / b for a, b in zip(times["one"], times[k]))
+            for k in ("plain", "rich")
+        }
         row = (
             f"| {num_envs} | {cfg.num_updates} | {chunk} | {sps['one']:,.0f} | "
-            f"{sps['plain']:,.0f} | {1 - sps['plain'] / sps['one']:+.1%} | "
-            f"{sps['rich']:,.0f} | {1 - sps['rich'] / sps['one']:+.1%} |"
+            f"{sps['plain']:,.0f} | {over['plain']:+.1%} | "
+            f"{sps['rich']:,.0f} | {over['rich']:+.1%} |"
         )
         print(row, flush=True)
         rows.append(row)
@@ -104,9 +110,10 @@ def main() -> None:
             "one compiled call",
             "",
             header(),
-            f"CartPole-v1 defaults, 1 seed; compile excluded; median of {args.rounds} "
-            "alternating rounds (`benchmarks/progress_overhead.py`). Overhead = 1 − loop "
-            "steps/s ÷ one-call steps/s (negative: the loop was faster).",
+            f"CartPole-v1 defaults, 1 seed; compile excluded; {args.rounds} rounds in rotating "
+            "order (`benchmarks/progress_overhead.py`); steps/s are medians; overhead = median "
+            "over rounds of 1 − loop steps/s ÷ one-call steps/s (negative: the loop was "
+            "faster).",
             "",
             "| num_envs | updates | updates/chunk | one call steps/s | loop, plain lines "
             "| overhead | loop, rich bar | overhead |",

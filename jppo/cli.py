@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="K",
-        help="updates per compiled chunk (default: about 1/40 of the run)",
+        help="updates per compiled chunk (default: about 1/20 of the run)",
     )
     run.add_argument(
         "--tensorboard",

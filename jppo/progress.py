@@ -96,7 +96,7 @@ class RichDisplay(PlainDisplay):
             TimeElapsedColumn(),
             TextColumn("ETA {task.fields[eta]}"),
             console=self.console,
-            refresh_per_second=4,
+            refresh_per_second=2,
         )
         self.progress.start()
         self.task = self.progress.add_task(

@@ -46,7 +46,7 @@ from jppo.trainer import make_trainer
 from jppo.types import Hyperparams
 
 # A chunk aims at this share of the run, so progress moves in visible steps...
-CHUNKS_PER_RUN = 40
+CHUNKS_PER_RUN = 20
 # ...but a chunk is at least one update and at most this many env steps (all seeds).
 MAX_CHUNK_STEPS = 1 << 18
 # Without an explicit cadence, a checkpoint is written when this much time has passed.
