@@ -2,56 +2,22 @@
 
 from __future__ import annotations
 
-import datetime
-import importlib.metadata
-import os
-import platform
 import re
-import statistics
-import time
+import sys
 from pathlib import Path
 
-import jax
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jppo import bench  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def device_description() -> str:
-    dev = jax.devices()[0]
-    kind = getattr(dev, "device_kind", dev.platform)
-    if dev.platform == "cpu":
-        return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-    return f"{dev.platform.upper()} {kind}"
-
-
-def versions() -> str:
-    names = ("jax", "jaxlib", "flax", "optax", "distrax", "gymnax")
-    parts = []
-    for name in names:
-        try:
-            parts.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return ", ".join(parts) + f", Python {platform.python_version()}"
-
-
-def header() -> str:
-    today = datetime.date.today().isoformat()
-    return f"Device: {device_description()}; {versions()}; {today}."
-
-
-def time_compiled(fn, *args, repeats: int = 3):
-    """(compile seconds, median run seconds) of `jax.jit(fn)(*args)`, compile excluded."""
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))  # warm-up run
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        runs.append(time.perf_counter() - start)
-    return compile_s, statistics.median(runs)
+# One definition of the device line, versions and timing, shared with `jppo bench`.
+device_description = bench.device_description
+versions = bench.versions
+header = bench.header
+time_compiled = bench.time_compiled
 
 
 def write_section(name: str, text: str, path: Path = RESULTS) -> None:

@@ -20,16 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-from common import header, markdown_table, time_compiled, write_section  # noqa: E402
+from common import header, markdown_table, write_section  # noqa: E402
 
 import jppo  # noqa: E402
+from jppo import bench  # noqa: E402
 
 
 def measure(num_envs: int, updates: int, repeats: int, **overrides):
-    cfg = jppo.PPOConfig(num_envs=num_envs, total_timesteps=updates * num_envs * 128, **overrides)
-    compile_s, run_s = time_compiled(jppo.make_train(cfg), jax.random.key(0), repeats=repeats)
-    steps = cfg.num_updates * cfg.batch_size
-    return steps / run_s, compile_s, run_s
+    """(steps/s, compile s, run s): the same measurement `jppo bench` prints."""
+    cfg = jppo.PPOConfig(num_envs=num_envs, **overrides)
+    row = bench.measure(cfg, updates=updates, repeats=repeats)
+    return row["steps_per_second"], row["compile_seconds"], row["run_seconds"]
 
 
 def main(argv=None):
@@ -56,7 +57,6 @@ def main(argv=None):
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
 
-    on_cpu = jax.default_backend() == "cpu"
     overrides = dict(env=args.env, network=args.network, critic=args.critic)
     if args.lstm_chunk_len:
         overrides["lstm_chunk_len"] = args.lstm_chunk_len
@@ -68,7 +68,7 @@ def main(argv=None):
         overrides.update(normalize_obs=True, normalize_reward=True)
     rows = []
     for n in args.sizes:
-        updates = args.updates or (max(2, min(32, 16384 // n)) if on_cpu else 32)
+        updates = args.updates or bench.default_updates(n)
         sps, compile_s, run_s = measure(n, updates, args.repeats, **overrides)
         rows.append((n, updates, f"{sps:,.0f}", f"{run_s:.3f}", f"{compile_s:.2f}"))
         print(

@@ -1,4 +1,4 @@
-"""Command line: `jppo train`, `jppo eval`, `jppo plot` (also `python -m jppo ...`).
+"""Command line: `jppo train`, `jppo bench`, `jppo eval`, `jppo plot` (also `python -m jppo`).
 
 `jppo train [--preset NAME] [--config FILE] [--<field> VALUE ...] [--seeds N] [--out DIR]`
 trains with every `PPOConfig` field available as an option (underscores become dashes; help
@@ -149,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plain", action="store_true", help="plain progress lines even in a terminal")
     _add_config_options(train)
 
+    bench = sub.add_parser("bench", help="steps/s of compiled runs at several env counts")
+    opts = bench.add_argument_group("bench")
+    opts.add_argument("--preset", default=None, help="start from PPOConfig.preset(NAME)")
+    opts.add_argument("--config", default=None, metavar="FILE", help="JSON or YAML config fields")
+    opts.add_argument(
+        "--num-envs-list",
+        "--sizes",
+        dest="sizes",
+        default="4,64,512,2048",
+        metavar="N,N,...",
+        help="env counts to time (default 4,64,512,2048; --num-envs N times one)",
+    )
+    opts.add_argument("--seeds", type=_positive_int, default=1, help="seeds, vmapped")
+    opts.add_argument(
+        "--updates",
+        type=_positive_int,
+        default=None,
+        help="updates per timed run (default: 32; on CPU fewer at large sizes)",
+    )
+    opts.add_argument("--repeats", type=_positive_int, default=3, help="timed calls (median)")
+    _add_config_options(bench)
+
     ev = sub.add_parser("eval", help="evaluate the policy saved in a run directory")
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.add_argument("--episodes", type=_positive_int, default=64, help="episodes per seed")
@@ -251,6 +273,43 @@ def run_train(args: argparse.Namespace) -> int:
     return 130 if summary["interrupted"] else 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    import jax
+
+    from jppo import bench
+
+    if hasattr(args, "num_envs"):  # one size given as the config field
+        sizes = [args.num_envs]
+        del args.num_envs
+    else:
+        try:
+            sizes = [int(n) for n in str(args.sizes).split(",") if n.strip()]
+        except ValueError:
+            raise UsageError(
+                f"--sizes: expected comma-separated integers, got {args.sizes!r}"
+            ) from None
+    base = config_from_args(args)
+    configs = []
+    for n in sizes:
+        try:
+            configs.append(base.replace(num_envs=n))
+        except ValueError as err:
+            raise UsageError(str(err).splitlines()[0]) from None
+    print(f"jppo bench on {jax.default_backend()}: {base.env_name}", flush=True)
+    rows = []
+    for cfg in configs:
+        row = bench.measure(cfg, seeds=args.seeds, updates=args.updates, repeats=args.repeats)
+        rows.append(row)
+        print(
+            f"num_envs={row['num_envs']}: {row['steps_per_second']:,.0f} steps/s "
+            f"(compile {row['compile_seconds']:.1f}s)",
+            flush=True,
+        )
+    print()
+    print(bench.table(base, rows, args.repeats))
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
@@ -303,7 +362,8 @@ def main(argv=None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        command = {"train": run_train, "eval": run_eval, "plot": run_plot}[args.command]
+        commands = {"train": run_train, "bench": run_bench, "eval": run_eval, "plot": run_plot}
+        command = commands[args.command]
         return command(args)
     except UsageError as err:
         message = str(err)

@@ -316,3 +316,21 @@ def test_progress_bar_renders_in_a_pseudo_terminal(tmp_path):
     assert "steps/s" in text and "ETA" in text
     assert "summary" in text and "final return" in text
     assert not re.search(r"^update \d+/", text, re.M)  # not the plain lines
+
+
+def test_bench_prints_a_throughput_table(capsys):
+    argv = ["bench", "--num-envs", "4", "--updates", "1", "--repeats", "1", "--hidden-sizes", "8"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Device: CPU" in out and "jax 0.1" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 4 |")]
+    assert len(rows) == 1
+    num_envs, seeds, updates, sps, run_s, compile_s = (c.strip() for c in rows[0][1:-1].split("|"))
+    assert (seeds, updates) == ("1", "1")
+    assert float(sps.replace(",", "")) == pytest.approx(512 / float(run_s), rel=0.02)
+    assert "network mlp (8,)" in out
+
+
+def test_bench_rejects_sizes_the_config_refuses(capsys):
+    assert cli.main(["bench", "--sizes", "4,6", "--num-minibatches", "4", "--num-steps", "5"]) == 2
+    assert "PPOConfig" in capsys.readouterr().err
