@@ -115,17 +115,25 @@ def _batch_shape(state: TrainState) -> tuple[int, ...]:
     return tuple(np.shape(state.step))
 
 
-def _saveable(tree) -> tuple[list, list]:
-    """Leaves as host numpy arrays (keys as key data) and their tree paths."""
+def _saveable(tree) -> tuple[list, list, list]:
+    """Leaves as host numpy arrays (keys as key data), their records (tree path, shape,
+    dtype, SHA-256) and each leaf's PRNG key implementation (None for other leaves)."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    paths, leaves = [], []
+    arrays, records, impls = [], [], []
     for path, leaf in flat:
-        paths.append(jax.tree_util.keystr(path))
-        if _is_key(leaf):
-            leaves.append(np.asarray(jax.random.key_data(leaf)))
-        else:
-            leaves.append(np.asarray(leaf))
-    return paths, leaves
+        key = _is_key(leaf)
+        x = np.asarray(jax.random.key_data(leaf) if key else leaf)
+        arrays.append(x)
+        records.append(
+            {
+                "path": jax.tree_util.keystr(path),
+                "shape": list(x.shape),
+                "dtype": str(x.dtype),
+                "sha256": _digest(x),
+            }
+        )
+        impls.append(str(jax.random.key_impl(leaf)) if key else None)
+    return arrays, records, impls
 
 
 def _template(cfg: PPOConfig, batch_shape: tuple[int, ...]):
@@ -180,8 +188,10 @@ def save(path: str, state: TrainState, cfg: PPOConfig, metrics: dict | None = No
 
     if not isinstance(state, TrainState):
         raise TypeError(f"save: expected a jppo.TrainState, got {type(state).__name__}")
-    paths, leaves = _saveable(state)
-    env_paths, env_leaves = ([], []) if cfg.env_params is None else _saveable(cfg.env_params)
+    leaves, records, key_impl = _saveable(state)
+    env_leaves, env_records, _ = (
+        ([], [], []) if cfg.env_params is None else _saveable(cfg.env_params)
+    )
     step = np.asarray(state.step)
     meta = {
         "format": FORMAT,
@@ -191,18 +201,9 @@ def save(path: str, state: TrainState, cfg: PPOConfig, metrics: dict | None = No
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "step": int(step.max()) if step.size else 0,
         "batch_shape": list(_batch_shape(state)),
-        "leaves": [
-            {"path": p, "shape": list(x.shape), "dtype": str(x.dtype), "sha256": _digest(x)}
-            for p, x in zip(paths, leaves)
-        ],
-        "key_impl": [
-            str(jax.random.key_impl(leaf)) if _is_key(leaf) else None
-            for leaf in jax.tree.leaves(state)
-        ],
-        "env_params": [
-            {"path": p, "shape": list(x.shape), "dtype": str(x.dtype), "sha256": _digest(x)}
-            for p, x in zip(env_paths, env_leaves)
-        ],
+        "leaves": records,
+        "key_impl": key_impl,
+        "env_params": env_records,
         "metrics": None if metrics is None else sorted(metrics),
     }
     items = {
@@ -233,13 +234,25 @@ def load(
 
     Raises `CheckpointError` for a missing, incomplete, corrupt or mismatched checkpoint.
     """
-    import orbax.checkpoint as ocp
 
     ckpt = checkpoint_dir(path)
     if not os.path.isdir(ckpt):
         raise CheckpointError(f"no checkpoint at {path!r}: not a directory")
     try:
         mngr = _manager(ckpt, read_only=True)
+    except Exception as err:  # orbax raises several types for unreadable directories
+        raise CheckpointError(f"cannot read checkpoint directory {path!r}: {err}") from err
+    try:  # closed on every path, the errors included
+        return _restore(mngr, ckpt, path, cfg, overrides)
+    finally:
+        mngr.close()
+
+
+def _restore(mngr, ckpt: str, path: str, cfg: PPOConfig | None, overrides: dict):
+    """`load`'s work on an open manager."""
+    import orbax.checkpoint as ocp
+
+    try:
         entry = mngr.latest_step()
     except Exception as err:  # orbax raises several types for unreadable directories
         raise CheckpointError(f"cannot read checkpoint directory {path!r}: {err}") from err
@@ -277,7 +290,6 @@ def load(
         )
     except Exception as err:
         raise CheckpointError(f"checkpoint {where} is corrupt or incomplete: {err}") from err
-    mngr.close()
     arrays = [np.asarray(x) for x in restored.state]
     n_state = len(meta["leaves"])
     if len(arrays) != n_state + len(meta["env_params"]):
