@@ -315,24 +315,20 @@ def run_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jppo import checkpoint
-    from jppo.evaluation import make_evaluate
+    from jppo.evaluation import evaluate, make_evaluate
 
     try:
         state, cfg, _ = checkpoint.load(args.run_dir)
     except checkpoint.CheckpointError as err:
         raise UsageError(str(err)) from None
-    evaluate = make_evaluate(cfg, args.episodes)
     key = jax.random.key(args.seed)
-    learner = state.learner
     if np.ndim(state.step) == 0:
-        returns = np.asarray(
-            jax.jit(evaluate)(learner.params, learner.norm.obs, learner.hyperparams, key)
-        )[None]
-    else:
+        returns = np.asarray(evaluate(cfg, state, key, num_episodes=args.episodes))[None]
+    else:  # a seed batch: one evaluation per seed, vmapped
         keys = jax.random.split(key, np.shape(state.step)[0])
-        returns = np.asarray(
-            jax.jit(jax.vmap(evaluate))(learner.params, learner.norm.obs, learner.hyperparams, keys)
-        )
+        learner = state.learner
+        batched = jax.jit(jax.vmap(make_evaluate(cfg, args.episodes)))
+        returns = np.asarray(batched(learner.params, learner.norm.obs, learner.hyperparams, keys))
     print(f"{cfg.env_name}, update {int(np.max(state.step))}, {args.episodes} episodes per seed")
     for i, r in enumerate(returns):
         print(f"  seed {i}: mean return {r.mean():.2f} (std {r.std():.2f})")
