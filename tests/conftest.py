@@ -5,20 +5,15 @@ persistent compilation cache under `.jax_cache/` in the repository (git-ignored)
 run of the suite, or of one file, skips most compiles. `JPPO_TEST_JAX_CACHE=0` turns it off.
 """
 
-import os
-from pathlib import Path
-
 import jax
 import pytest
 
 import jppo
-from tests.helpers import SMALL
+from tests.helpers import JAX_CACHE_DIR, JAX_CACHE_MIN_COMPILE_SECS, SMALL, USE_JAX_CACHE
 
-if os.environ.get("JPPO_TEST_JAX_CACHE", "1") != "0":
-    jax.config.update(
-        "jax_compilation_cache_dir", str(Path(__file__).resolve().parents[1] / ".jax_cache")
-    )
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+if USE_JAX_CACHE:
+    jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE_DIR))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", JAX_CACHE_MIN_COMPILE_SECS)
 
 
 @pytest.fixture(scope="session")

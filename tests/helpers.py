@@ -5,6 +5,8 @@ vectorizes), written without looking at how jppo computes the same thing.
 """
 
 import contextlib
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,23 @@ import numpy as np
 import jppo
 from jppo.rollout import rollout
 from jppo.types import TrainState
+
+# jax's persistent compilation cache for the suite (and the processes it starts): compiling
+# dominates the suite's time on a CPU. `JPPO_TEST_JAX_CACHE=0` turns it off.
+JAX_CACHE_DIR = Path(__file__).resolve().parents[1] / ".jax_cache"
+JAX_CACHE_MIN_COMPILE_SECS = 0.5
+USE_JAX_CACHE = os.environ.get("JPPO_TEST_JAX_CACHE", "1") != "0"
+
+
+def jax_cache_env() -> dict:
+    """Environment variables giving a child process the suite's compilation cache."""
+    if not USE_JAX_CACHE:
+        return {}
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE_DIR),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": str(JAX_CACHE_MIN_COMPILE_SECS),
+    }
+
 
 # A tiny CartPole run: 4 updates of 4 envs x 32 steps.
 SMALL = jppo.PPOConfig(total_timesteps=512, num_envs=4, num_steps=32)

@@ -16,17 +16,12 @@ import pytest
 import jppo
 from jppo import cli
 from jppo.config import PPOConfig, field_help
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import jax_cache_env
 
 
 def _env():
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **jax_cache_env())
     env.pop("CI", None)
-    if os.environ.get("JPPO_TEST_JAX_CACHE", "1") != "0":
-        # The subprocesses share the suite's persistent compilation cache.
-        env["JAX_COMPILATION_CACHE_DIR"] = str(ROOT / ".jax_cache")
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     return env
 
 

@@ -1,12 +1,13 @@
 """The quickstart notebook runs top to bottom on the CPU (it is the Colab first contact)."""
 
-import os
 import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from tests.helpers import jax_cache_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
@@ -16,9 +17,8 @@ NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)  # it writes runs/ beside itself
     monkeypatch.delenv("CI", raising=False)
-    if os.environ.get("JPPO_TEST_JAX_CACHE", "1") != "0":
-        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
-        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    for name, value in jax_cache_env().items():  # the kernel shares the suite's cache
+        monkeypatch.setenv(name, value)
     nb = nbformat.read(tmp_path / NOTEBOOK.name, as_version=4)
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
