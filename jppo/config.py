@@ -127,6 +127,14 @@ class PPOConfig:
     awr_raw_advantages: bool = _field(False, "AWR weights from unnormalized advantages")
     adaptive_bc: bool = _field(False, "shrink bc_coef when bc_ppo_ratio > max_bc_ratio")
     max_bc_ratio: float = _field(1.0, "bound of bc_ppo_ratio for adaptive_bc", traced=True)
+    # Multi-agent (JaxMARL environments only, jppo.marl).
+    agent_params: str = _field(
+        "independent", "multi-agent: 'independent' (own networks per agent) or 'shared'"
+    )
+    critic_input: str = _field(
+        "local", "multi-agent critic input: 'local' (IPPO) or 'global' state (MAPPO)"
+    )
+    agent_id: bool = _field(False, "multi-agent shared network: one-hot agent id in its input")
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, list):
@@ -313,7 +321,9 @@ def _validate(cfg: PPOConfig) -> None:
     # configs (imported here, not at the top, because they import the state types).
     from jppo import advantages, envs, losses, networks
 
-    envs.check_env(cfg.env)
+    multi_agent = _is_multi_agent(cfg.env)
+    if not multi_agent:
+        envs.check_env(cfg.env)
     for field in (
         "total_timesteps",
         "num_envs",
@@ -411,7 +421,9 @@ def _validate(cfg: PPOConfig) -> None:
         if not isinstance(getattr(cfg, flag), bool):
             _fail(flag, getattr(cfg, flag), "expected True or False")
     _check_combinations(cfg)
-    envs.check_env_params(cfg.env, cfg.env_params)
+    _check_multi_agent(cfg, multi_agent)
+    if not multi_agent:
+        envs.check_env_params(cfg.env, cfg.env_params)
 
 
 def _check_combinations(cfg: PPOConfig) -> None:
@@ -451,3 +463,49 @@ def _check_combinations(cfg: PPOConfig) -> None:
             cfg.ent_coef_min,
             f"a floor above ent_coef={cfg.ent_coef} would replace it; expected a value <= ent_coef",
         )
+
+
+# -- multi-agent settings (jppo.marl) ------------------------------------------------------
+
+AGENT_PARAMS = ("independent", "shared")
+CRITIC_INPUTS = ("local", "global")
+
+
+def _is_multi_agent(env: Any) -> bool:
+    from jppo.envs import marl
+
+    return marl.is_marl_env(env)
+
+
+def _check_multi_agent(cfg: PPOConfig, multi_agent: bool) -> None:
+    """The multi-agent fields: valid names, set only for JaxMARL envs, supported settings."""
+    _check_choice(cfg, "agent_params", AGENT_PARAMS)
+    _check_choice(cfg, "critic_input", CRITIC_INPUTS)
+    if not isinstance(cfg.agent_id, bool):
+        _fail("agent_id", cfg.agent_id, "expected True or False")
+    if not multi_agent:
+        for field, default in (
+            ("agent_params", "independent"),
+            ("critic_input", "local"),
+            ("agent_id", False),
+        ):
+            if getattr(cfg, field) != default:
+                _fail(
+                    field,
+                    getattr(cfg, field),
+                    f"only multi-agent (JaxMARL) environments use it; with env="
+                    f"{cfg.env_name!r} it must stay {default!r}",
+                )
+        return
+    if cfg.agent_id and cfg.agent_params != "shared":
+        _fail(
+            "agent_id",
+            cfg.agent_id,
+            "only a shared network needs an agent id (independent agents have their own "
+            "networks); set agent_params='shared' or agent_id=False",
+        )
+    from jppo import marl
+    from jppo.envs.marl import check_marl_env
+
+    check_marl_env(cfg.env, cfg.env_params)
+    marl.check_config(cfg)

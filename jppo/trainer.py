@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jppo import envs, networks, schedules
 from jppo.compile import as_key, cached_program
 from jppo.config import PPOConfig
+from jppo.envs.marl import is_marl_env
 from jppo.normalize import RunningMeanStd
 from jppo.optim import init_opt_state, nonfinite_grad_count
 from jppo.rollout import rollout
@@ -161,6 +162,10 @@ def make_trainer(cfg: PPOConfig) -> Trainer:
         >>> metrics["episode_return"].shape
         (2,)
     """
+    if is_marl_env(cfg.env):
+        from jppo import marl  # JaxMARL environments: the multi-agent trainer
+
+        return marl.make_trainer(cfg)
     setup = build(cfg)
 
     def init(key: jax.Array, hyperparams: Hyperparams | None = None) -> TrainState:
