@@ -98,8 +98,11 @@ class Head(nn.Module):
 
     @nn.compact
     def __call__(self, obs, reset, carry):
-        x = MLP(self.hidden_sizes, self.activation)(obs)
-        return _dense(self.out_features, self.out_gain)(x), carry
+        # Dense layers on 2-D rows: XLA:CPU's gradient of a matmul with several leading
+        # axes is several times slower than the flat one (benchmarks/NOTES.md).
+        x = MLP(self.hidden_sizes, self.activation)(obs.reshape(-1, obs.shape[-1]))
+        out = _dense(self.out_features, self.out_gain)(x)
+        return out.reshape(obs.shape[:-1] + out.shape[-1:]), carry
 
 
 class Network(NamedTuple):

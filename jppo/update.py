@@ -21,6 +21,7 @@ from jppo import advantages as adv_lib
 from jppo import losses, networks, policy
 from jppo.config import PPOConfig
 from jppo.optim import check_opt_state, make_optimizer_for
+from jppo.permutation import permutation
 from jppo.types import Batch, Coefs, Hyperparams
 
 
@@ -116,7 +117,7 @@ def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool):
     """
     if recurrent:  # whole sequences: split the sequence (env) axis
         num_seqs = batch.obs.shape[1]
-        perm = jax.random.permutation(key, num_seqs)
+        perm = permutation(key, num_seqs)
         size = num_seqs // cfg.num_minibatches
 
         def split(x):
@@ -129,7 +130,7 @@ def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool):
 
         return jax.tree.map(split, batch), jax.tree.map(split_carry, carry0)
 
-    perm = jax.random.permutation(key, cfg.batch_size)
+    perm = permutation(key, cfg.batch_size)
 
     def split(x):
         x = x.reshape((cfg.batch_size,) + x.shape[2:])
