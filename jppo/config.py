@@ -323,7 +323,7 @@ def _validate(cfg: PPOConfig) -> None:
 
     multi_agent = _is_multi_agent(cfg.env)
     if not multi_agent:
-        envs.check_env(cfg.env)
+        _check_single_agent_env(cfg.env)
     for field in (
         "total_timesteps",
         "num_envs",
@@ -475,6 +475,23 @@ def _is_multi_agent(env: Any) -> bool:
     from jppo.envs import marl
 
     return marl.is_marl_env(env)
+
+
+def _check_single_agent_env(env: Any) -> None:
+    """`envs.check_env`, with JaxMARL's names among the suggestions for a misspelt one."""
+    from jppo import envs
+    from jppo.envs import marl
+
+    try:
+        envs.check_env(env)
+    except ValueError as err:
+        close = []
+        if isinstance(env, str):
+            close = difflib.get_close_matches(env, marl.registered_names(), n=3, cutoff=0.8)
+        if not close:
+            raise
+        hint = " or ".join(map(repr, close))
+        raise ValueError(f"{err} Multi-agent (JaxMARL) names close to it: {hint}.") from None
 
 
 def _check_multi_agent(cfg: PPOConfig, multi_agent: bool) -> None:

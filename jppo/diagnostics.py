@@ -223,7 +223,12 @@ def _env_spec(cfg):
     if cfg is None:
         return None
     from jppo import envs  # the env layer is only needed when a config is given
+    from jppo.envs.marl import is_marl_env
 
+    if is_marl_env(cfg.env):
+        from jppo import marl  # the per-agent spec (padded action count)
+
+        return marl.build(cfg).spec
     env, params = envs.make_env(cfg.env, cfg.env_params)
     return envs.env_spec(env, params)
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jppo import envs, policy
 from jppo.compile import as_key, cached_program
 from jppo.config import PPOConfig
+from jppo.envs.marl import is_marl_env
 from jppo.trainer import build
 from jppo.types import Hyperparams, Setup, TrainState
 
@@ -34,6 +35,10 @@ def make_evaluate(cfg: PPOConfig, num_episodes: int, setup: Setup | None = None)
     One episode per environment, all run side by side in a `while_loop` until every episode
     has ended or the env's step limit is reached; finished envs stop accumulating reward.
     """
+    if is_marl_env(cfg.env):
+        from jppo import marl  # team returns of a multi-agent run, same signature
+
+        return marl.make_evaluate(cfg, num_episodes, setup)
     env, env_params, spec, network = setup or build(cfg)
     max_steps = spec.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
 

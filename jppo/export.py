@@ -14,6 +14,7 @@ import numpy as np
 
 from jppo import policy
 from jppo.config import PPOConfig
+from jppo.envs.marl import is_marl_env
 from jppo.trainer import build
 from jppo.types import TrainState
 
@@ -40,6 +41,10 @@ def make_policy(cfg: PPOConfig, state: TrainState) -> Callable:
             f"make_policy: the state holds a batch of runs (batch shape {np.shape(state.step)}); "
             "select one, e.g. jax.tree.map(lambda x: x[i], state)"
         )
+    if is_marl_env(cfg.env):
+        from jppo import marl  # one action per agent (dict or [.., N] array)
+
+        return marl.make_policy(cfg, state)
     setup = build(cfg)
     spec, network = setup.spec, setup.network
     obs_shape = tuple(setup.env.observation_space(setup.env_params).shape)

@@ -170,13 +170,15 @@ def build(cfg: PPOConfig) -> Setup:
     """Static set-up: the adapted environment, the per-agent spec and the network."""
     menv = MarlEnv(cfg.env)
     network = make_agent_network(cfg, menv)
+    # No max_episode_steps: every episode runs to the time limit whatever the agents do, so
+    # reaching it says nothing about success (the health check reads it as survival).
     spec = EnvSpec(
         obs_dim=menv.obs_dim,
         discrete=menv.discrete,
         action_dim=menv.action_dim,
         action_low=None,
         action_high=None,
-        max_episode_steps=menv.max_steps,
+        max_episode_steps=None,
     )
     return Setup(env=menv, env_params=None, spec=spec, network=network)
 
