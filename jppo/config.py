@@ -46,6 +46,9 @@ class PPOConfig:
     num_steps: int = _field(128, "steps per env per rollout (rollout length T)")
     update_epochs: int = _field(4, "passes over each rollout batch")
     num_minibatches: int = _field(4, "minibatches per epoch")
+    num_devices: int = _field(
+        1, "devices the env axis is sharded over (each shuffles its own envs' minibatch share)"
+    )
     # Networks (static).
     hidden_sizes: tuple[int, ...] = _field((64, 64), "MLP torso layer sizes (actor and critic)")
     activation: str = _field("tanh", "torso activation")
@@ -316,6 +319,28 @@ def _check_choice(cfg, field: str, choices) -> None:
         _fail(field, value, f"expected one of {list(choices)}{hint}")
 
 
+def _check_sharding(cfg: PPOConfig) -> None:
+    """Every device holds num_envs / num_devices envs and gives each minibatch an equal share
+    of them (so an epoch's shuffle stays on the device)."""
+    d = cfg.num_devices
+    if cfg.num_envs % d:
+        _fail("num_devices", d, f"must divide num_envs={cfg.num_envs}")
+    if cfg.network == "lstm" and (cfg.num_envs // d) % cfg.num_minibatches:
+        _fail(
+            "num_devices",
+            d,
+            f"with network='lstm' each device's envs (num_envs / num_devices = "
+            f"{cfg.num_envs // d}) must split into num_minibatches={cfg.num_minibatches}",
+        )
+    if cfg.batch_size % (cfg.num_minibatches * d):
+        _fail(
+            "num_devices",
+            d,
+            f"num_minibatches * num_devices must divide num_envs * num_steps = "
+            f"{cfg.batch_size} (each device gives each minibatch an equal share)",
+        )
+
+
 def _validate(cfg: PPOConfig) -> None:
     # The modules that implement each choice own its list of names; they know nothing of
     # configs (imported here, not at the top, because they import the state types).
@@ -330,6 +355,7 @@ def _validate(cfg: PPOConfig) -> None:
         "num_steps",
         "update_epochs",
         "num_minibatches",
+        "num_devices",
         "lstm_size",
         "num_quantiles",
         "num_adv_groups",
@@ -365,6 +391,8 @@ def _validate(cfg: PPOConfig) -> None:
             f"with network='lstm' minibatches are whole env sequences, so it must divide "
             f"num_envs={cfg.num_envs}",
         )
+    if cfg.num_devices > 1:
+        _check_sharding(cfg)
     if cfg.adv_norm == "group" and cfg.num_envs % cfg.num_adv_groups:
         _fail("num_adv_groups", cfg.num_adv_groups, f"must divide num_envs={cfg.num_envs}")
     if cfg.total_timesteps < cfg.batch_size:

@@ -220,10 +220,13 @@ def make_network(
 
     def bootstrap(params, pending, final_obs, carry):
         next_obs = jnp.concatenate([pending[1:], final_obs[None]])  # [T, B, D]
+        # Valued env-major ([B, T] rows): when the env axis is sharded across devices, each
+        # device's rows are then one contiguous block and stay where they are.
+        next_obs = jnp.swapaxes(next_obs, 0, 1)
         values, _ = critic_fn(
             params["critic"], next_obs, jnp.zeros(next_obs.shape[:2], bool), carry["critic"]
         )
-        return values
+        return jnp.swapaxes(values, 0, 1)
 
     return Network(
         init=init,

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jppo import envs, policy
+from jppo import envs, policy, sharding
 from jppo.config import PPOConfig
 from jppo.normalize import RewardNormState, normalize_reward
 from jppo.types import (
@@ -110,7 +110,7 @@ def _finish_episodes(episodes: EpisodeStats, s: RolloutStats) -> EpisodeStats:
 
 
 def rollout(
-    cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key: jax.Array
+    cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key: jax.Array, mesh=None
 ) -> RolloutOutput:
     """Collect `num_steps` transitions from every env with the learner's current policy.
 
@@ -118,9 +118,10 @@ def rollout(
     `Network.bootstrap`: recurrent networks value it from the pre-reset carry). Recurrent
     policies keep the carry (before its reset) at the start of every chunk of
     `lstm_chunk_len` steps (one chunk, the rollout's start, by default) for the update to
-    re-evaluate from.
+    re-evaluate from. `mesh`: the env-axis mesh of a sharded run (`jppo.sharding`), or None.
     """
     env, env_params, spec, network = setup
+    actors = sharding.constrain(actors, mesh, 0)
     params, hp = learner.params, learner.hyperparams
     obs_stats = learner.norm.obs
 
@@ -176,6 +177,7 @@ def rollout(
             episodes=episodes,
             discounted_returns=returns,
         )
+        actors = sharding.constrain(actors, mesh, 0)
         new_c = _Carry(
             actors=actors,
             reward_stats=reward_stats,
@@ -216,7 +218,10 @@ def rollout(
     else:
         c, (out, chunk_carries) = jax.lax.scan(chunk, init, None, cfg.num_steps // length)
         traj, pending = jax.tree.map(lambda x: x.reshape((cfg.num_steps,) + x.shape[2:]), out)
-    next_values = network.bootstrap(params, pending, c.final_in, c.actors.carry)
+    traj, pending = sharding.constrain((traj, pending), mesh, 1)
+    final_in = sharding.constrain(c.final_in, mesh, 0)
+    next_values = network.bootstrap(params, pending, final_in, c.actors.carry)
+    next_values = sharding.constrain(next_values, mesh, 1)
     return RolloutOutput(
         actors=c.actors._replace(episodes=_finish_episodes(c.actors.episodes, c.stats)),
         norm=learner.norm._replace(obs=c.obs_stats_next, reward=c.reward_stats),

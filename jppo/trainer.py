@@ -12,12 +12,12 @@ convenience entry points; each compiles once per config structure.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jppo import envs, networks, schedules
+from jppo import envs, networks, schedules, sharding
 from jppo.compile import as_key, cached_program
 from jppo.config import PPOConfig
 from jppo.envs.marl import is_marl_env
@@ -147,8 +147,13 @@ class Trainer(NamedTuple):
     run: Callable[[TrainState, int], tuple[TrainState, dict]]  # (state, num_updates) static
 
 
-def make_trainer(cfg: PPOConfig) -> Trainer:
+def make_trainer(cfg: PPOConfig, *, mesh: Any = "config") -> Trainer:
     """The pure, jit- and vmap-able pieces of a run of `cfg`.
+
+    `mesh`: where the env axis lives. "config" (the default): sharded across the first
+    `cfg.num_devices` of `jax.devices()` (`jppo.sharding.env_mesh`; no sharding for 1);
+    None: no placement, the same computation on one device (what a sharded run is
+    compared with); or a `jax.sharding.Mesh` with the axis "env".
 
     `init(key, hyperparams=None) -> TrainState`; `step(state) -> (state, metrics)` (one
     update; metrics are scalars); `run(state, num_updates) -> (state, metrics)` with metric
@@ -167,12 +172,14 @@ def make_trainer(cfg: PPOConfig) -> Trainer:
 
         return marl.make_trainer(cfg)
     setup = build(cfg)
+    if isinstance(mesh, str):
+        mesh = sharding.env_mesh(cfg.num_devices)
 
     def init(key: jax.Array, hyperparams: Hyperparams | None = None) -> TrainState:
         k_net, k_env, k_run = jax.random.split(as_key(key), 3)
         return TrainState(
             learner=init_learner(cfg, setup, k_net, hyperparams),
-            actors=init_actors(cfg, setup, k_env),
+            actors=sharding.constrain(init_actors(cfg, setup, k_env), mesh, 0),
             step=jnp.zeros((), jnp.int32),
             rng=k_run,
         )
@@ -180,8 +187,9 @@ def make_trainer(cfg: PPOConfig) -> Trainer:
     def step(state: TrainState, _=None) -> tuple[TrainState, dict]:
         learner, hp = state.learner, state.learner.hyperparams
         rng, k_roll, k_upd = jax.random.split(state.rng, 3)
-        roll = rollout(cfg, setup, learner, state.actors, k_roll)
+        roll = rollout(cfg, setup, learner, state.actors, k_roll, mesh)
         batch, value_stats, metrics = make_batch(cfg, roll.traj, hp, roll.norm.value)
+        batch = sharding.constrain(batch, mesh, 1)
         coefs = schedules.coefficients(cfg, hp, state.step)
         params, opt_state, upd = update(
             cfg,
@@ -193,6 +201,7 @@ def make_trainer(cfg: PPOConfig) -> Trainer:
             hp,
             coefs,
             k_upd,
+            mesh,
         )
         metrics.update(upd)
         learner = learner._replace(
@@ -212,7 +221,7 @@ def make_trainer(cfg: PPOConfig) -> Trainer:
     return Trainer(cfg=cfg, setup=setup, init=init, step=step, run=run)
 
 
-def make_train(cfg: PPOConfig) -> Callable[..., TrainResult]:
+def make_train(cfg: PPOConfig, *, mesh: Any = "config") -> Callable[..., TrainResult]:
     """The pure training function `train(key, hyperparams=None) -> TrainResult`.
 
     `run(init(key, hyperparams), cfg.num_updates)`. `hyperparams` (a `Hyperparams`,
@@ -226,7 +235,7 @@ def make_train(cfg: PPOConfig) -> Callable[..., TrainResult]:
         >>> out.metrics["episode_return"].shape
         (2, 4)
     """
-    trainer = make_trainer(cfg)
+    trainer = make_trainer(cfg, mesh=mesh)
 
     def train(key: jax.Array, hyperparams: Hyperparams | None = None) -> TrainResult:
         state, metrics = trainer.run(trainer.init(key, hyperparams), cfg.num_updates)
@@ -244,7 +253,8 @@ def train(cfg: PPOConfig, key: jax.Array) -> TrainResult:
         (4,)
     """
     program = cached_program("train", cfg, lambda: jax.jit(make_train(cfg)))
-    return program(as_key(key), Hyperparams.from_config(cfg))
+    mesh = sharding.env_mesh(cfg.num_devices)
+    return program(*sharding.global_inputs(mesh, as_key(key), Hyperparams.from_config(cfg)))
 
 
 def train_seeds(cfg: PPOConfig, keys: jax.Array) -> TrainResult:
@@ -260,7 +270,26 @@ def train_seeds(cfg: PPOConfig, keys: jax.Array) -> TrainResult:
             f"got keys of shape {keys.shape}"
             + (" (a single key: use jppo.train for one run)" if keys.ndim == 0 else "")
         )
-    program = cached_program(
-        "seeds", cfg, lambda: jax.jit(jax.vmap(make_train(cfg), in_axes=(0, None)))
+    # With several devices and a seed count they divide, whole runs go to the devices
+    # side by side (the seed axis is sharded; each run's math is the config's either way).
+    by_seed = cfg.num_devices > 1 and keys.shape[0] % cfg.num_devices == 0
+    program = cached_program(("seeds", by_seed), cfg, lambda: _seeds_program(cfg, by_seed))
+    mesh = sharding.seed_mesh(cfg.num_devices) if by_seed else sharding.env_mesh(cfg.num_devices)
+    hp = Hyperparams.from_config(cfg)
+    if by_seed and jax.process_count() > 1:
+        raise ValueError(
+            "train_seeds across processes shards the env axis: use a seed count that "
+            "num_devices does not divide, or one process per group of seeds"
+        )
+    return program(*sharding.global_inputs(mesh, keys, hp))
+
+
+def _seeds_program(cfg: PPOConfig, by_seed: bool):
+    if not by_seed:
+        return jax.jit(jax.vmap(make_train(cfg), in_axes=(0, None)))
+    mesh = sharding.seed_mesh(cfg.num_devices)
+    return jax.jit(
+        jax.vmap(make_train(cfg, mesh=None), in_axes=(0, None)),
+        in_shardings=(sharding.leading(mesh), sharding.replicated(mesh)),
+        out_shardings=sharding.leading(mesh),
     )
-    return program(keys, Hyperparams.from_config(cfg))

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jppo import advantages as adv_lib
-from jppo import losses, networks, policy
+from jppo import losses, networks, policy, sharding
 from jppo.config import PPOConfig
 from jppo.optim import check_opt_state, make_optimizer_for
 from jppo.permutation import permutation
@@ -110,34 +110,66 @@ def _sequences(batch: Batch, chunk_carries, cfg: PPOConfig):
     return jax.tree.map(split, batch), jax.tree.map(merge, chunk_carries)
 
 
-def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool):
+def _block_perms(key, num_blocks: int, size: int) -> jax.Array:
+    """One permutation of range(size) per device block: [D, size] (one device: the key's)."""
+    if num_blocks == 1:
+        return permutation(key, size)[None]
+    return jax.vmap(lambda k: permutation(k, size))(jax.random.split(key, num_blocks))
+
+
+def _shuffle_blocks(x, perms, axis: int, num_minibatches: int):
+    """x [D, ..., n, ...] (the sample axis `axis` counted without D): each block's samples
+    permuted by its row of perms [D, n] and split into minibatches; the minibatch axis comes
+    first and each minibatch holds the D blocks' shares side by side:
+    [M, ..., D * n / M, ...]."""
+    d, n = perms.shape
+    x = jax.vmap(lambda xb, p: jnp.take(xb, p, axis=axis))(x, perms)
+    x = x.reshape(
+        x.shape[: axis + 1] + (num_minibatches, n // num_minibatches) + x.shape[axis + 2 :]
+    )
+    x = jnp.moveaxis(x, axis + 1, 0)  # [M, D, ..., n/M, ...]
+    x = jnp.moveaxis(x, 1, axis + 1)  # [M, ..., D, n/M, ...]
+    return x.reshape(x.shape[: axis + 1] + (d * (n // num_minibatches),) + x.shape[axis + 3 :])
+
+
+def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool, mesh=None):
     """Shuffle and split one epoch: leaves [M, T', B', ...] and carries [M, B', H].
 
-    Recurrent: `batch` and `carry0` come from `_sequences`; minibatches are whole sequences.
+    Each of the `num_devices` contiguous blocks of envs is shuffled on its own, and every
+    minibatch takes an equal share of each block, so with the env axis sharded (one block
+    per device) the shuffle moves no data between devices. With one device this is a plain
+    shuffle of the whole batch. Recurrent: `batch` and `carry0` come from `_sequences`;
+    minibatches are whole sequences.
     """
+    d, m = cfg.num_devices, cfg.num_minibatches
+    pin = lambda x: sharding.constrain(x, mesh, 0)  # the block axis lies across devices
     if recurrent:  # whole sequences: split the sequence (env) axis
-        num_seqs = batch.obs.shape[1]
-        perm = permutation(key, num_seqs)
-        size = num_seqs // cfg.num_minibatches
+        length, num_seqs = batch.obs.shape[:2]  # sequence c * B + b is chunk c of env b
+        chunks = num_seqs // cfg.num_envs
+        per_block = num_seqs // d
+        perms = _block_perms(key, d, per_block)
 
-        def split(x):
-            x = jnp.take(x, perm, axis=1)
-            x = x.reshape(x.shape[:1] + (cfg.num_minibatches, size) + x.shape[2:])
-            return jnp.swapaxes(x, 0, 1)
+        def blocks(x, axis):  # [..., C * B, ...] -> [D, ..., C * B / D, ...]
+            shape = x.shape[:axis] + (chunks, d, cfg.num_envs // d) + x.shape[axis + 1 :]
+            x = jnp.moveaxis(x.reshape(shape), axis + 1, 0)
+            return x.reshape(
+                x.shape[:1] + x.shape[1 : axis + 1] + (per_block,) + x.shape[axis + 3 :]
+            )
 
-        def split_carry(x):
-            return jnp.take(x, perm, axis=0).reshape((cfg.num_minibatches, size) + x.shape[1:])
+        split = lambda x: _shuffle_blocks(pin(blocks(x, 1)), perms, 1, m)
+        split_carry = lambda x: _shuffle_blocks(pin(blocks(x, 0)), perms, 0, m)
+        mbs = jax.tree.map(split, batch), jax.tree.map(split_carry, carry0)
+        return sharding.constrain(mbs[0], mesh, 2), sharding.constrain(mbs[1], mesh, 1)
 
-        return jax.tree.map(split, batch), jax.tree.map(split_carry, carry0)
+    per_block = cfg.batch_size // d
+    perms = _block_perms(key, d, per_block)
 
-    perm = permutation(key, cfg.batch_size)
+    def split(x):  # [T, B, ...] -> [D, T * B / D, ...] (block-local index t * B / D + b)
+        x = x.reshape((cfg.num_steps, d, cfg.num_envs // d) + x.shape[2:])
+        x = jnp.moveaxis(x, 1, 0).reshape((d, per_block) + x.shape[3:])
+        return _shuffle_blocks(pin(x), perms, 0, m)[:, None]
 
-    def split(x):
-        x = x.reshape((cfg.batch_size,) + x.shape[2:])
-        x = jnp.take(x, perm, axis=0)
-        return x.reshape((cfg.num_minibatches, 1, cfg.minibatch_size) + x.shape[1:])
-
-    return jax.tree.map(split, batch), carry0
+    return sharding.constrain(jax.tree.map(split, batch), mesh, 2), carry0
 
 
 # Minibatch metrics that are not averaged over the applied steps, and how they are reduced.
@@ -179,8 +211,11 @@ def update(
     hp: Hyperparams,
     coefs: Coefs,
     key: jax.Array,
+    mesh=None,
 ):
     """All epochs of minibatch steps on one batch.
+
+    `mesh`: the env-axis mesh of a sharded run (`jppo.sharding`), or None.
 
     Returns:
       (params, opt_state, metrics): metrics are averages over the applied minibatch steps,
@@ -222,7 +257,7 @@ def update(
         batch, carry0 = _sequences(batch, carry0, cfg)
 
     def epoch(c: _EpochCarry, k):
-        mbs = _minibatches(batch, carry0, k, cfg, network.recurrent)
+        mbs = _minibatches(batch, carry0, k, cfg, network.recurrent, mesh)
         return jax.lax.scan(minibatch_step, c, mbs)
 
     init = _EpochCarry(
