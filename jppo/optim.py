@@ -71,12 +71,18 @@ def make_optimizer(
                     hp.vgs_alpha, hp.vgs_beta, hp.vgs_eps, hp.vgs_min_scale, vgs_per_element
                 )
             ]
-        return optax.chain(
+        tx = optax.chain(
             optax.clip_by_global_norm(hp.max_grad_norm),
             optax.scale_by_adam(eps=1e-5),
             *scaler,
             optax.scale_by_learning_rate(lr),
         )
+        # Without the scaler (whose statistics are per tensor) every step of the chain is
+        # elementwise or a norm over the whole network, so it runs on the network's
+        # parameters raveled into one vector: the same numbers in a few large kernels
+        # instead of a few small ones per tensor, which is most of a small minibatch step's
+        # optimizer time on CPU (benchmarks/NOTES.md).
+        return tx if vgs else optax.flatten(tx)
 
     labels = {"actor": "actor", "critic": "critic"}
     tx = optax.multi_transform(
