@@ -27,10 +27,17 @@ from jppo import bench  # noqa: E402
 
 
 def measure(num_envs: int, updates: int, repeats: int, **overrides):
-    """(steps/s, compile s, run s): the same measurement `jppo bench` prints."""
+    """(steps/s, compile s, run s, rollout-only steps/s): the measurement `jppo bench`
+    prints, and the rollout-only ceiling (`bench.measure_rollout`) timed right after it."""
     cfg = jppo.PPOConfig(num_envs=num_envs, **overrides)
     row = bench.measure(cfg, updates=updates, repeats=repeats)
-    return row["steps_per_second"], row["compile_seconds"], row["run_seconds"]
+    ceiling = bench.measure_rollout(cfg, updates=updates, repeats=repeats)
+    return (
+        row["steps_per_second"],
+        row["compile_seconds"],
+        row["run_seconds"],
+        ceiling["steps_per_second"],
+    )
 
 
 def main(argv=None):
@@ -69,22 +76,46 @@ def main(argv=None):
     rows = []
     for n in args.sizes:
         updates = args.updates or bench.default_updates(n)
-        sps, compile_s, run_s = measure(n, updates, args.repeats, **overrides)
-        rows.append((n, updates, f"{sps:,.0f}", f"{run_s:.3f}", f"{compile_s:.2f}"))
+        sps, compile_s, run_s, ceiling = measure(n, updates, args.repeats, **overrides)
+        rows.append(
+            (
+                n,
+                updates,
+                f"{sps:,.0f}",
+                f"{run_s:.3f}",
+                f"{compile_s:.2f}",
+                f"{ceiling:,.0f}",
+                f"{sps / ceiling:.0%}",
+            )
+        )
         print(
             f"num_envs={n:5d} updates={updates:3d} SPS={sps:>13,.0f} "
-            f"run={run_s:.3f}s compile={compile_s:.2f}s",
+            f"run={run_s:.3f}s compile={compile_s:.2f}s rollout-only={ceiling:,.0f} "
+            f"({sps / ceiling:.0%})",
             flush=True,
         )
     label = args.label or f"throughput-{args.network}-{args.critic}"
-    table = markdown_table(("num_envs", "updates", "steps/s", "run s (median)", "compile s"), rows)
+    table = markdown_table(
+        (
+            "num_envs",
+            "updates",
+            "steps/s",
+            "run s (median)",
+            "compile s",
+            "rollout-only steps/s",
+            "training / rollout-only",
+        ),
+        rows,
+    )
     lstm = {k: v for k, v in overrides.items() if k.startswith("lstm_")}
     lstm_desc = "".join(f", {k}={v}" for k, v in lstm.items()) if args.network == "lstm" else ""
     text = (
         f"### {label} on {jax.default_backend()}: {args.env}, network={args.network}, "
         f"critic={args.critic}{lstm_desc}{', normalized' if args.normalize else ''}\n\n"
         f"{header()} 128 steps, 4 epochs x 4 minibatches, 64x64 tanh; median of "
-        f"{args.repeats} after a warm-up; compile excluded from steps/s.\n\n{table}\n"
+        f"{args.repeats} after a warm-up; compile excluded from steps/s. Rollout-only: the same "
+        f"rollouts (env step, policy forward, sampling) under the same scan and vmap, no "
+        f"learning: the ceiling training is a fraction of.\n\n{table}\n"
     )
     print(text)
     if not args.no_write:

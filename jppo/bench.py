@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 import jax
 
 from jppo.config import PPOConfig
-from jppo.trainer import make_train
+from jppo.rollout import rollout
+from jppo.trainer import make_train, make_trainer
 from jppo.types import Hyperparams
 
 
@@ -110,3 +111,32 @@ def table(cfg: PPOConfig, rows: Sequence[dict], repeats: int) -> str:
             f"| {r['run_seconds']:.4f} | {r['compile_seconds']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def measure_rollout(cfg: PPOConfig, *, updates: int | None = None, repeats: int = 3):
+    """The rollout-only ceiling of `cfg`: `updates` rollouts (env step + policy forward,
+    sampling and the rollout's statistics, under the training run's scan and vmap) with the
+    initial parameters and no learning. Same dict as `measure`."""
+    updates = updates or default_updates(cfg.num_envs)
+    cfg = cfg.replace(total_timesteps=updates * cfg.batch_size)
+    trainer = make_trainer(cfg)
+
+    def collect(key):
+        state = trainer.init(key)
+
+        def one(actors, k):
+            out = rollout(cfg, trainer.setup, state.learner, actors, k)
+            return out.actors, out.stats.episodes
+
+        return jax.lax.scan(one, state.actors, jax.random.split(state.rng, updates))
+
+    compile_s, run_s = time_compiled(collect, jax.random.key(0), repeats=repeats)
+    steps = updates * cfg.batch_size
+    return {
+        "num_envs": cfg.num_envs,
+        "seeds": 1,
+        "updates": updates,
+        "steps_per_second": steps / run_s,
+        "run_seconds": run_s,
+        "compile_seconds": compile_s,
+    }
