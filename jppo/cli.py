@@ -18,6 +18,7 @@ import difflib
 import json
 import os
 import sys
+from pathlib import Path
 
 from jppo.config import PPOConfig, field_help
 
@@ -92,6 +93,27 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
+DEFAULT_COMPILE_CACHE = "~/.cache/jppo/xla"
+
+
+def _use_compile_cache(choice: str | None) -> None:
+    """Turn on JAX's persistent compilation cache for this process (before any compile).
+
+    Compiling the training and evaluation programs takes seconds to tens of seconds on a
+    CPU, and the same config structure compiles to the same programs: kept on disk, a
+    second `jppo train` of it starts at once. JAX_COMPILATION_CACHE_DIR, when set, wins:
+    jax reads it when it starts, and its cache, once open, keeps that directory.
+    """
+    import jax
+
+    if choice == "off" or jax.config.jax_compilation_cache_dir:
+        return
+    path = Path(os.path.expanduser(choice or DEFAULT_COMPILE_CACHE))
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jppo", description="PPO in JAX: the whole run is compiled.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -147,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="write TensorBoard scalars (mean over seeds) to DIR/tensorboard",
     )
     run.add_argument("--plain", action="store_true", help="plain progress lines even in a terminal")
+    run.add_argument(
+        "--compile-cache",
+        default=None,
+        metavar="DIR",
+        help=f"persistent XLA compilation cache: a rerun of the same config structure loads "
+        f"its programs instead of compiling them (default {DEFAULT_COMPILE_CACHE}; "
+        f"$JAX_COMPILATION_CACHE_DIR, when set, wins; 'off' disables)",
+    )
     _add_config_options(train)
 
     bench = sub.add_parser("bench", help="steps/s of compiled runs at several env counts")
@@ -232,6 +262,7 @@ def run_train(args: argparse.Namespace) -> int:
     from jppo import runs
     from jppo.progress import make_display
 
+    _use_compile_cache(args.compile_cache)
     display = make_display(False if args.plain else None)
     if args.resume:
         given = [n for n in CONFIG_FIELDS if hasattr(args, n)]

@@ -323,6 +323,8 @@ def _check_sharding(cfg: PPOConfig) -> None:
     """Every device holds num_envs / num_devices envs and gives each minibatch an equal share
     of them (so an epoch's shuffle stays on the device)."""
     d = cfg.num_devices
+    if _is_multi_agent(cfg.env):
+        _fail("num_devices", d, "sharding is for single-agent envs; JaxMARL envs run on one device")
     if cfg.num_envs % d:
         _fail("num_devices", d, f"must divide num_envs={cfg.num_envs}")
     if cfg.network == "lstm" and (cfg.num_envs // d) % cfg.num_minibatches:

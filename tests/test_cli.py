@@ -273,6 +273,7 @@ def test_progress_bar_renders_in_a_pseudo_terminal(tmp_path):
     import pty
 
     env = _env()
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # as a user's shell: jppo's own cache
     env.update(TERM="xterm-256color", COLUMNS="160", LINES="40")
     leader, follower = pty.openpty()  # jppo's stdout and stderr are a terminal
     child = subprocess.Popen(
@@ -285,6 +286,8 @@ def test_progress_bar_renders_in_a_pseudo_terminal(tmp_path):
             "20480",
             "--out",
             str(tmp_path / "tty"),
+            "--compile-cache",
+            str(tmp_path / "xla"),
         ],
         stdin=follower,
         stdout=follower,
@@ -311,6 +314,7 @@ def test_progress_bar_renders_in_a_pseudo_terminal(tmp_path):
     assert "steps/s" in text and "ETA" in text
     assert "summary" in text and "final return" in text
     assert not re.search(r"^update \d+/", text, re.M)  # not the plain lines
+    assert any((tmp_path / "xla").iterdir())  # the compiled programs were kept
 
 
 def test_bench_prints_a_throughput_table(capsys):

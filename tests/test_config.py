@@ -70,8 +70,11 @@ CONTRACT_DEFAULTS = dict(
     adaptive_bc=False,
     max_bc_ratio=1.0,
     vgs=False,
+    agent_params="independent",
+    critic_input="local",
 )
 EXTRA_DEFAULTS = dict(
+    agent_id=False,
     lstm_chunk_len=None,
     lstm_unroll=None,
     vgs_alpha=1.0,
@@ -79,6 +82,7 @@ EXTRA_DEFAULTS = dict(
     vgs_eps=1e-8,
     vgs_min_scale=0.1,
     vgs_per_element=False,
+    num_devices=1,
 )
 
 
@@ -141,6 +145,22 @@ BAD_INPUT = {
         _config(network="lstm", num_envs=6, num_minibatches=4),
         "PPOConfig.num_minibatches=4",
         "whole env sequences, so it must divide num_envs=6",
+    ),
+    "num_devices=0": (_config(num_devices=0), "PPOConfig.num_devices=0", _INT),
+    "num_devices divides num_envs": (
+        _config(num_envs=6, num_devices=4),
+        "PPOConfig.num_devices=4",
+        "must divide num_envs=6",
+    ),
+    "num_devices shares minibatches": (
+        _config(num_envs=8, num_steps=3, num_minibatches=4, num_devices=8),
+        "PPOConfig.num_devices=8",
+        "num_minibatches \\* num_devices must divide num_envs \\* num_steps = 24",
+    ),
+    "num_devices lstm": (
+        _config(network="lstm", num_envs=8, num_minibatches=4, num_devices=4),
+        "PPOConfig.num_devices=4",
+        "each device's envs \\(num_envs / num_devices = 2\\) must split",
     ),
     "lstm_chunk_len divides": (
         _config(network="lstm", lstm_chunk_len=5),
@@ -367,3 +387,11 @@ def test_vgs_fields_bounds_and_which_are_traced():
     # the numbers never change the compiled program; the switches do
     assert cfg.replace(vgs_alpha=3.0, vgs_beta=0.5).static_key() == cfg.static_key()
     assert cfg.replace(vgs_per_element=True).static_key() != cfg.static_key()
+
+
+def test_the_kept_jaxmarl_names_are_jaxmarls_own():
+    """Unknown-name checks read a copy of JaxMARL's list (importing jaxmarl compiles)."""
+    jaxmarl = pytest.importorskip("jaxmarl")
+    from jppo.envs import marl
+
+    assert marl.registered_names() == tuple(jaxmarl.registered_envs)

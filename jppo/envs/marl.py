@@ -73,13 +73,28 @@ def _jaxmarl():
     return jaxmarl
 
 
+# `jaxmarl.registered_envs` of the pinned jaxmarl==0.2.0. Kept here because importing
+# jaxmarl builds and compiles parts of its environments, and a config check of an unknown
+# env name (or any name that is not gymnax's) must not compile anything.
+_JAXMARL_NAMES = (
+    "MPE_simple_v3", "MPE_simple_tag_v3", "MPE_simple_world_comm_v3", "MPE_simple_spread_v3",
+    "MPE_simple_crypto_v3", "MPE_simple_speaker_listener_v4", "MPE_simple_push_v3",
+    "MPE_simple_adversary_v3", "MPE_simple_reference_v3", "MPE_simple_facmac_v1",
+    "MPE_simple_facmac_3a_v1", "MPE_simple_facmac_6a_v1", "MPE_simple_facmac_9a_v1",
+    "switch_riddle", "SMAX", "HeuristicEnemySMAX", "LearnedPolicyEnemySMAX", "ant_4x2",
+    "halfcheetah_6x1", "hopper_3x1", "humanoid_9|8", "walker2d_2x3", "storm", "storm_2p",
+    "storm_np", "hanabi", "overcooked", "overcooked_v2", "coin_game", "jaxnav",
+    "JaxRobotarium_navigation", "JaxRobotarium_discovery", "JaxRobotarium_material_transport",
+    "JaxRobotarium_warehouse", "JaxRobotarium_arctic_transport", "JaxRobotarium_foraging",
+    "JaxRobotarium_rware", "JaxRobotarium_predator_prey",
+)  # fmt: skip
+
+
 def registered_names() -> tuple[str, ...]:
-    """JaxMARL's environment names, or () when jaxmarl is not installed."""
-    try:
-        jaxmarl = _jaxmarl()
-    except ImportError:
-        return ()
-    return tuple(jaxmarl.registered_envs)
+    """JaxMARL's environment names, or () when jaxmarl is not installed (not imported)."""
+    import importlib.util
+
+    return _JAXMARL_NAMES if importlib.util.find_spec("jaxmarl") is not None else ()
 
 
 def is_marl_env(env: Any) -> bool:
