@@ -17,12 +17,16 @@ import sys
 import jax
 import numpy as np
 
+NORMALIZED = dict(normalize_obs=True, normalize_reward=True)
 CASES = {  # name -> (config overrides, seeds: None for jppo.train)
-    "mlp": (dict(normalize_obs=True, normalize_reward=True), None),
+    "mlp": (NORMALIZED, None),
     "lstm": (dict(network="lstm", lstm_size=16, hidden_sizes=(16,), lstm_chunk_len=8), None),
     "seeds_on_seed_axis": ({}, 8),
-    "seeds_on_env_axis": ({}, 3),
+    "seeds_on_env_axis": (NORMALIZED, 3),
 }
+# On 8 devices: the env axis of one run (LSTM) and of a batch of runs (MLP, normalizers
+# combined across devices), and the seed axis. The plain MLP run is the two-process case.
+ON_DEVICES = ("lstm", "seeds_on_seed_axis", "seeds_on_env_axis")
 
 
 def _config(num_devices: int, **overrides):
@@ -78,7 +82,7 @@ def compare(name: str, num_devices: int) -> dict:
 def main(argv):
     if argv[0] == "devices":
         jax.config.update("jax_num_cpu_devices", 8)
-        result = {name: compare(name, 8) for name in CASES}
+        result = {name: compare(name, 8) for name in ON_DEVICES}
     else:
         process, count, port = (int(a) for a in argv[1:4])
         jax.config.update("jax_num_cpu_devices", 2)

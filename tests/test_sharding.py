@@ -121,10 +121,9 @@ def test_sharded_runs_equal_the_unsharded_run_on_8_devices():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = _last_json(out.stdout)
-    _check(result["mlp"], 8, "P('env',)")
-    assert result["mlp"]["obs"]["shard_shape"] == [2, 4]  # 16 envs, 2 on each device
-    assert result["mlp"]["params_placement"]["spec"] == "P()"  # parameters replicated
     _check(result["lstm"], 8, "P('env',)")
+    assert result["lstm"]["obs"]["shard_shape"] == [2, 4]  # 16 envs, 2 on each device
+    assert result["lstm"]["params_placement"]["spec"] == "P()"  # parameters replicated
     _check(result["seeds_on_seed_axis"], 8, "P('seed',)")  # 8 seeds: one run per device
     assert result["seeds_on_seed_axis"]["obs"]["shard_shape"] == [1, 16, 4]
     _check(result["seeds_on_env_axis"], 8, "P(None, 'env')")  # 3 seeds: envs split
