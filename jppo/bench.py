@@ -82,7 +82,11 @@ def measure(cfg: PPOConfig, *, seeds: int = 1, updates: int | None = None, repea
     else:
         fn = jax.vmap(make_train(cfg), in_axes=(0, None))
         args = (jax.random.split(jax.random.key(0), seeds), hp)
-    compile_s, run_s = time_compiled(fn, *args, repeats=repeats)
+    return _row(cfg, seeds, *time_compiled(fn, *args, repeats=repeats))
+
+
+def _row(cfg: PPOConfig, seeds: int, compile_s: float, run_s: float) -> dict:
+    """A timed run of `cfg` (its `num_updates` updates, for `seeds` seeds) as a table row."""
     steps = cfg.num_updates * cfg.batch_size * seeds
     return {
         "num_envs": cfg.num_envs,
@@ -130,13 +134,4 @@ def measure_rollout(cfg: PPOConfig, *, updates: int | None = None, repeats: int 
 
         return jax.lax.scan(one, state.actors, jax.random.split(state.rng, updates))
 
-    compile_s, run_s = time_compiled(collect, jax.random.key(0), repeats=repeats)
-    steps = updates * cfg.batch_size
-    return {
-        "num_envs": cfg.num_envs,
-        "seeds": 1,
-        "updates": updates,
-        "steps_per_second": steps / run_s,
-        "run_seconds": run_s,
-        "compile_seconds": compile_s,
-    }
+    return _row(cfg, 1, *time_compiled(collect, jax.random.key(0), repeats=repeats))

@@ -41,14 +41,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jppo import advantages as adv_lib
 from jppo import networks, policy, schedules
 from jppo.compile import as_key
 from jppo.config import PPOConfig
 from jppo.envs.marl import MarlEnv
 from jppo.normalize import RunningMeanStd
 from jppo.optim import init_opt_state, nonfinite_grad_count
-from jppo.targets import make_batch
+from jppo.rollout import step_stats
+from jppo.targets import make_batch, normalize_advantages
 from jppo.types import (
     Actors,
     Batch,
@@ -310,19 +310,7 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
             jax.random.split(k_env, cfg.num_envs), a.env_state, env_action(action, menv)
         )
         done = out.terminated | out.truncated
-        ep_returns = a.episodes.returns + out.reward
-        ep_lengths = a.episodes.lengths + 1
-        stats = RolloutStats(
-            returns_sum=c.stats.returns_sum + jnp.sum(jnp.where(done[:, None], ep_returns, 0.0), 0),
-            lengths_sum=c.stats.lengths_sum
-            + jnp.sum(jnp.where(done, ep_lengths, 0)).astype(jnp.float32),
-            episodes=c.stats.episodes + jnp.sum(done).astype(jnp.float32),
-            nonfinite_env=c.stats.nonfinite_env + jnp.sum(out.nonfinite).astype(jnp.float32),
-        )
-        episodes = a.episodes._replace(
-            returns=jnp.where(done[:, None], 0.0, ep_returns),
-            lengths=jnp.where(done, 0, ep_lengths),
-        )
+        stats, episodes = step_stats(c.stats, a.episodes, out, done)
         transition = Transition(
             obs=tree,
             episode_start=a.episode_start,
@@ -378,23 +366,7 @@ def _per_agent_flags(traj: Transition, n: int) -> Transition:
 
 def _normalize_per_agent(cfg: PPOConfig, raw_adv: jax.Array, hp: Hyperparams) -> jax.Array:
     """Batch-level advantage normalization of [T, B, N], each agent by its own statistics."""
-    if cfg.adv_norm in ("minibatch", "none"):
-        return raw_adv
-    groups, num_groups = None, None
-    if cfg.adv_norm == "group":  # contiguous blocks of env indices, within each agent
-        num_groups = cfg.num_adv_groups
-        groups = (jnp.arange(cfg.num_envs) // (cfg.num_envs // num_groups))[None]
-
-    def one(adv):  # [T, B]
-        return adv_lib.normalize(
-            adv,
-            cfg.adv_norm,
-            groups=groups,
-            num_groups=num_groups,
-            std_floor=hp.adv_std_floor,
-            clip=hp.adv_clip,
-        )
-
+    one = lambda adv: normalize_advantages(cfg, adv, hp)  # [T, B]
     return jnp.moveaxis(jax.vmap(one, in_axes=2)(raw_adv), 0, 2)
 
 

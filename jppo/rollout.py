@@ -83,18 +83,23 @@ def chunk_len(cfg: PPOConfig, recurrent: bool) -> int:
     return cfg.num_steps
 
 
-def _step_stats(stats: RolloutStats, episodes: EpisodeStats, out, done):
-    """Fold one env step into the rollout summaries and the running episode statistics."""
+def step_stats(stats: RolloutStats, episodes: EpisodeStats, out, done):
+    """Fold one env step into the rollout summaries and the running episode statistics.
+
+    done [B]; rewards and running returns [B] or [B, N] (one return per agent, summed over
+    the env axis only, so a multi-agent rollout keeps [N] return sums); lengths [B].
+    """
     ep_returns = episodes.returns + out.reward
     ep_lengths = episodes.lengths + 1
+    done_r = jnp.reshape(done, done.shape + (1,) * (ep_returns.ndim - done.ndim))
     stats = RolloutStats(
-        returns_sum=stats.returns_sum + jnp.sum(jnp.where(done, ep_returns, 0.0)),
+        returns_sum=stats.returns_sum + jnp.sum(jnp.where(done_r, ep_returns, 0.0), axis=0),
         lengths_sum=stats.lengths_sum + jnp.sum(jnp.where(done, ep_lengths, 0)).astype(jnp.float32),
         episodes=stats.episodes + jnp.sum(done).astype(jnp.float32),
         nonfinite_env=stats.nonfinite_env + jnp.sum(out.nonfinite).astype(jnp.float32),
     )
     episodes = episodes._replace(
-        returns=jnp.where(done, 0.0, ep_returns), lengths=jnp.where(done, 0, ep_lengths)
+        returns=jnp.where(done_r, 0.0, ep_returns), lengths=jnp.where(done, 0, ep_lengths)
     )
     return stats, episodes
 
@@ -156,7 +161,7 @@ def rollout(
         if obs_stats_next is not None:
             obs_stats_next = obs_stats_next.update(a.obs)  # the raw obs acted on
 
-        stats, episodes = _step_stats(c.stats, a.episodes, out, done)
+        stats, episodes = step_stats(c.stats, a.episodes, out, done)
         transition = Transition(
             obs=obs_in,
             episode_start=a.episode_start,

@@ -43,7 +43,7 @@ def explained_variance(pred: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.where(var > 0, 1.0 - jnp.var(target - pred) / jnp.maximum(var, 1e-12), 0.0)
 
 
-def _normalize_advantages(cfg: PPOConfig, raw_adv: jax.Array, hp: Hyperparams) -> jax.Array:
+def normalize_advantages(cfg: PPOConfig, raw_adv: jax.Array, hp: Hyperparams) -> jax.Array:
     """Batch-level advantage normalization [T, B] ("minibatch" is done per minibatch)."""
     if cfg.adv_norm in ("minibatch", "none"):
         return raw_adv
@@ -98,7 +98,7 @@ def make_batch(cfg: PPOConfig, traj: Transition, hp: Hyperparams, value_stats):
         log_prob=traj.log_prob,
         dist_params=traj.dist_params,
         value_pred=old_pred,
-        advantages=_normalize_advantages(cfg, raw_adv, hp),
+        advantages=normalize_advantages(cfg, raw_adv, hp),
         raw_advantages=raw_adv,
         targets=critic_targets,
     )
