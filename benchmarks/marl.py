@@ -8,7 +8,8 @@ env steps per seed:
 
 - `jaxmarl-ippo`: JaxMARL's `make_train(config)` (`--peer-dir`, unmodified; wandb, hydra
   and omegaconf, which it imports at module level, are stubbed here), its per-update
-  logging `io_callback` included (into a no-op `wandb.log`);
+  logging `io_callback` included (into a no-op `wandb.log`); its orthogonal initializer
+  runs one seed at a time (same values; jaxlib's batched QR can hang on this CPU);
 - `jppo-ippo`: `agent_params="independent"`, `critic_input="local"`;
 - `jppo-ippo-shared`: one shared network, the baseline's architecture;
 - `jppo-mappo`: independent agents, each critic on the global state.
@@ -48,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from common import header, markdown_table, write_section  # noqa: E402
 
@@ -122,6 +124,18 @@ def load_baseline(peer_dir: Path):
     spec = importlib.util.spec_from_file_location("jaxmarl_ippo_ff_mpe", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    # Its orthogonal initializer, one seed at a time under the seeds' vmap: the same values,
+    # without jaxlib's batched QR, which hangs intermittently on this 2-thread CPU (see
+    # jppo.networks.orthogonal_init). The training code is untouched.
+    orthogonal = module.orthogonal
+
+    def sequential_orthogonal(scale):
+        init = orthogonal(scale)
+        return lambda key, shape, dtype=jnp.float32: jax.custom_batching.sequential_vmap(
+            lambda k: init(k, shape, dtype)
+        )(key)
+
+    module.orthogonal = sequential_orthogonal
     return module
 
 

@@ -220,14 +220,16 @@ def apply_agents(cfg: PPOConfig, fn, params, tree: dict):
 
 
 def _per_agent(cfg: PPOConfig, menv: MarlEnv, make):
-    """`make(key)` once (shared) or stacked over agents (independent)."""
+    """`make(key)` once (shared) or stacked over agents (independent).
+
+    One member at a time under any vmap (seeds, sweeps, populations, agents), for the same
+    reason as trainer.init_learner: jaxlib's batched QR (the orthogonal initializer) can
+    hang on CPU under vmap.
+    """
+    one = jax.custom_batching.sequential_vmap(make)
     if not independent(cfg):
-        return make
-    # One agent at a time, for the same reason as trainer.init_learner: jaxlib's batched QR
-    # (the orthogonal initializer) can hang on CPU under vmap.
-    return lambda key: jax.vmap(jax.custom_batching.sequential_vmap(make))(
-        jax.random.split(key, menv.num_agents)
-    )
+        return one
+    return lambda key: jax.vmap(one)(jax.random.split(key, menv.num_agents))
 
 
 def init_learner(cfg: PPOConfig, setup: Setup, key, hyperparams: Hyperparams | None = None):

@@ -159,3 +159,23 @@ def np_log_softmax(logits):
     logits = np.asarray(logits, np.float64)
     shifted = logits - logits.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def qr_operand_shapes(fn, *args) -> list[tuple]:
+    """Shapes of the matrices every QR in `jax.make_jaxpr(fn)(*args)` factors, nested
+    jaxprs (scan, map, custom rules) included: a batched QR shows a leading batch axis."""
+    out = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in ("qr", "geqrf", "householder_product"):
+                out.extend(v.aval.shape for v in eqn.invars)
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (list, tuple)) else (param,):
+                    if hasattr(sub, "eqns"):
+                        walk(sub)
+                    elif hasattr(sub, "jaxpr"):
+                        walk(sub.jaxpr if hasattr(sub.jaxpr, "eqns") else sub.jaxpr.jaxpr)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return out

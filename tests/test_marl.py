@@ -18,6 +18,7 @@ import jppo  # noqa: E402
 from jppo import marl, schedules  # noqa: E402
 from jppo.envs.roles import RoleSplit  # noqa: E402
 from jppo.types import Transition  # noqa: E402
+from tests.helpers import qr_operand_shapes  # noqa: E402
 
 ROLES = jppo.PPOConfig(
     env=RoleSplit(),
@@ -177,6 +178,35 @@ def test_shared_network_has_one_parameter_set_and_cannot_split_roles(roles_runs)
     assert np.mean(returns[-5:]) <= SHARED_CEILING + 0.5
     assert np.mean(returns[-5:]) > 6.0  # it learns what identical policies can
     assert "policy_loss/agent_0" not in metrics  # one network, one loss
+
+
+# -- vmapped over seeds ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "agent_params, critic_input",
+    [
+        ("independent", "local"),
+        ("shared", "local"),
+        ("shared", "global"),
+        ("independent", "global"),
+    ],
+)
+def test_vmapped_init_factors_one_matrix_at_a_time(agent_params, critic_input):
+    """Seeds vmapped over `init` (train_seeds, sweeps, PBT) must not batch the orthogonal
+    initializers' QR: jaxlib's batched QR hung the shared network's vmapped run on this CPU
+    (it did, before the shared init went through sequential_vmap like the independent one)."""
+    cfg = jppo.PPOConfig(
+        env="MPE_simple_spread_v3",
+        num_envs=4,
+        num_steps=8,
+        total_timesteps=64,
+        agent_params=agent_params,
+        critic_input=critic_input,
+    )
+    init = marl.make_trainer(cfg).init
+    shapes = qr_operand_shapes(jax.vmap(init), jax.random.split(jax.random.key(0), 3))
+    assert shapes and all(len(s) == 2 for s in shapes), shapes
 
 
 # -- the single-agent tools on a multi-agent run ---------------------------------------------

@@ -8,7 +8,13 @@ import pytest
 
 import jppo
 from jppo import compile as compile_lib
-from tests.helpers import SMALL, as_numpy, assert_trees_equal, count_compilations
+from tests.helpers import (
+    SMALL,
+    as_numpy,
+    assert_trees_equal,
+    count_compilations,
+    qr_operand_shapes,
+)
 
 _BASE = dict(total_timesteps=4 * 4 * 32, num_envs=4, num_steps=32)
 _ALL_NORM = dict(normalize_obs=True, normalize_reward=True, normalize_value_targets=True)
@@ -161,3 +167,14 @@ def test_exploit_is_one_tree_map_over_the_learner():
     # The exploited population keeps training.
     after, _ = jax.jit(jax.vmap(trainer.step))(exploited)
     assert np.all(np.asarray(after.step) == 2)
+
+
+@pytest.mark.parametrize("critic", ["scalar", "quantile"])
+def test_vmapped_init_factors_one_matrix_at_a_time(critic):
+    """Seeds vmapped over `init` must not batch the MLP's orthogonal initializers' QR
+    (jaxlib's batched QR can hang on CPU): every QR factors one [rows, cols] matrix. (The
+    LSTM's initializers use no QR: networks.orthogonal_init.)"""
+    cfg = SMALL.replace(critic=critic)
+    init = jppo.make_trainer(cfg).init
+    shapes = qr_operand_shapes(jax.vmap(init), jax.random.split(jax.random.key(0), 3))
+    assert shapes and all(len(s) == 2 for s in shapes), shapes
