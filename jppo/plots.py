@@ -7,6 +7,7 @@ backend is used, so this works on machines without a display.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -60,10 +61,13 @@ def plot_runs(
                 # Before a seed's first finished episode its return is a placeholder 0.
                 started = np.cumsum(_per_seed(metrics["episodes_completed"]), axis=1) > 0
                 values = np.where(started, values, np.nan)
-            mean = np.nanmean(values, axis=0)
+            with warnings.catch_warnings():
+                # Updates before any seed's first finished episode are all NaN: left blank.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(values, axis=0)
+                std = np.nanstd(values, axis=0)
             ax.plot(steps, mean, color=color, lw=1.5, label=label)
             if values.shape[0] > 1:
-                std = np.nanstd(values, axis=0)
                 ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
     for ax, (_, label) in zip(axes.flat, panels):
         ax.set_title(label)

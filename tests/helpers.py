@@ -6,6 +6,8 @@ vectorizes), written without looking at how jppo computes the same thing.
 
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -40,6 +42,25 @@ SMALL_PENDULUM = jppo.PPOConfig(env="Pendulum-v1", total_timesteps=512, num_envs
 
 
 # -- rollout builders ---------------------------------------------------------------------
+
+
+def cli_env() -> dict:
+    """The environment a `python -m jppo` subprocess runs in: unbuffered, the shared cache,
+    and without CI (which would switch the progress display to plain lines)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **jax_cache_env())
+    env.pop("CI", None)
+    return env
+
+
+def run_cli(*args, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m jppo *args` in a subprocess; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "jppo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+    )
 
 
 def init_state(cfg, key=0) -> TrainState:

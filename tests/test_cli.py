@@ -16,24 +16,8 @@ import pytest
 import jppo
 from jppo import cli
 from jppo.config import PPOConfig, field_help
-from tests.helpers import jax_cache_env
-
-
-def _env():
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **jax_cache_env())
-    env.pop("CI", None)
-    return env
-
-
-def _run(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "jppo", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_env(),
-    )
-
+from tests.helpers import cli_env as _env
+from tests.helpers import run_cli as _run
 
 # -- the command line ---------------------------------------------------------------------
 

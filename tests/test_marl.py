@@ -5,6 +5,10 @@ must answer differently, so a shared network without an agent id earns at most 0
 (team return 8 of 16 over an 8-step episode) and independent networks can earn 1 (16).
 """
 
+import csv
+import signal
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -18,7 +22,7 @@ import jppo  # noqa: E402
 from jppo import marl, schedules  # noqa: E402
 from jppo.envs.roles import RoleSplit  # noqa: E402
 from jppo.types import Transition  # noqa: E402
-from tests.helpers import qr_operand_shapes  # noqa: E402
+from tests.helpers import cli_env, qr_operand_shapes, run_cli  # noqa: E402
 
 ROLES = jppo.PPOConfig(
     env=RoleSplit(),
@@ -236,3 +240,103 @@ def test_train_seeds_with_independent_global_critics():
     assert critic.shape == (2, 2, 2 * 4, 64)  # [seeds, agents, global state N·D, hidden]
     assert out.metrics["episode_return"].shape == (2, 2)
     assert np.isfinite(out.metrics["value_loss/agent_1"]).all()
+
+
+def test_sweep_members_equal_separate_multi_agent_runs():
+    """A sweep over learning rates with independent agents: member i is `jppo.train` with
+    the i-th rate (same key), per-agent metrics carry the member axis."""
+    cfg = ROLES.replace(num_envs=4, num_steps=8, total_timesteps=4 * 8 * 3)
+    rates = [1e-3, 3e-2]
+    key = jax.random.key(4)
+    swept = jppo.sweep(cfg, key, learning_rate=rates)
+    assert swept.metrics["policy_loss/agent_1"].shape == (2, 3)
+    for i, rate in enumerate(rates):
+        alone = jppo.train(cfg.replace(learning_rate=rate), key)
+        for name in ("episode_return/agent_0", "approx_kl/agent_1", "value_loss/agent_0"):
+            np.testing.assert_allclose(
+                swept.metrics[name][i], alone.metrics[name], rtol=2e-4, atol=1e-6
+            )
+        for x, y in zip(
+            jax.tree.leaves(_agent(swept.state.learner.params, i)),
+            jax.tree.leaves(alone.state.learner.params),
+            strict=True,
+        ):
+            assert x.shape[0] == 2  # the agent axis inside the member
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    kernels = swept.state.learner.params["actor"]["params"]
+    assert not np.allclose(*np.asarray(jax.tree.leaves(kernels)[-1]))  # the rates differ
+
+
+@pytest.mark.slow
+def test_pbt_copies_every_agents_network_and_the_copies_learn_the_roles():
+    """PBT on RoleSplit: two members whose rate is too small to learn, two that learn. At
+    the exploit the slow ones copy a fast one (team return ranks them), taking all of its
+    agents' networks: their very next update already plays both roles."""
+    from jppo.pbt import PBTConfig, train_pbt
+
+    cfg = ROLES.replace(total_timesteps=16 * 32 * 24)
+    pbt_cfg = PBTConfig(
+        population_size=4, interval=12, exploit_fraction=0.5, explore=("learning_rate",)
+    )
+    out = train_pbt(
+        cfg, pbt_cfg, jax.random.key(2), learning_rate=jnp.array([1e-5, 1e-2, 1e-5, 1e-2])
+    )
+    lineage = np.asarray(out.lineage)
+    assert lineage.shape == (2, 4)  # who each member copied after each of two intervals
+    assert set(lineage[0, [0, 2]]) <= {1, 3} and list(lineage[0, [1, 3]]) == [1, 3]
+    np.testing.assert_array_equal(lineage[-1], np.arange(4))  # no exploit after the last
+    rates = np.asarray(out.hyperparams["learning_rate"])  # [members, intervals]
+    np.testing.assert_allclose(rates[[0, 2], 0], 1e-5)
+    assert np.all(rates[:, 1] >= 8e-3 - 1e-9), rates  # copied from 1e-2, times 0.8 or 1.25
+    team = np.asarray(out.metrics["episode_return"])
+    assert team.shape == (4, 24)
+    # Random play earns about 4; a copy of only the rate would start from there again.
+    assert np.all(team[[0, 2], 11] < 6.0) and np.all(team[[0, 2], 12] > 13.0), team[:, 10:14]
+    assert np.all(team[:, -3:].mean(axis=1) > 14.0), team[:, -3:]
+    params = out.population.learner.params
+    assert all(x.shape[:2] == (4, 2) for x in jax.tree.leaves(params))  # [members, agents]
+    diffs = [np.abs(x[:, 0] - x[:, 1]).max() for x in jax.tree.leaves(params)]
+    assert max(diffs) > 0.1  # the agents inside a member stay distinct networks
+
+
+def test_cli_trains_evaluates_and_resumes_a_jaxmarl_env(tmp_path):
+    """`jppo train --env MPE_simple_spread_v3`: per-agent columns in metrics.csv, an
+    evaluation, a checkpoint that `jppo eval` reads and a resumed run that ends where the
+    uninterrupted one does."""
+    args = ("--env", "MPE_simple_spread_v3", "--num-envs", "4", "--num-steps", "16")
+    args += ("--update-epochs", "1", "--eval-every", "4", "--eval-episodes", "2", "--plain")
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    proc = run_cli("train", *args, "--total-timesteps", "512", "--out", str(whole))
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
+    with open(whole / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    for agent in ("agent_0", "agent_1", "agent_2"):
+        assert f"episode_return/{agent}" in rows[0] and f"approx_kl/{agent}" in rows[0]
+    team = [float(r["episode_return"]) for r in rows]
+    per_agent = [sum(float(r[f"episode_return/agent_{i}"]) for i in range(3)) for r in rows]
+    np.testing.assert_allclose(team, per_agent, rtol=1e-5)
+    assert (whole / "evaluations.csv").read_text().count("\n") == 3  # header, updates 4, 8
+    proc = run_cli("eval", str(whole), "--episodes", "2")
+    assert proc.returncode == 0 and "mean return:" in proc.stdout, proc.stderr
+
+    # The same run stopped by Ctrl-C after update 4 and resumed: the same metrics, bit for bit.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "jppo", "train", *args, "--total-timesteps", "512"]
+        + ["--chunk-updates", "1", "--out", str(part)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    for line in child.stdout:
+        if line.startswith("update 4/"):
+            child.send_signal(signal.SIGINT)
+            break
+    _, err = child.communicate(timeout=600)
+    assert child.returncode == 130, err
+    proc = run_cli("train", "--resume", str(part), "--plain")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming at update" in proc.stdout
+    assert (part / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
