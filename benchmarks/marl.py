@@ -175,6 +175,27 @@ def run_mpe(args, keys) -> dict:
     return results
 
 
+def run_speed(args, keys) -> dict:
+    """Steps/s of every MPE variant in alternating rounds (the order rotates each round),
+    each program compiled once at `speed_timesteps` per seed: name -> [rounds] seconds."""
+    programs = {}
+    for name in args.variants:
+        if name == "jaxmarl-ippo":
+            baseline = load_baseline(Path(args.peer_dir))
+            fn = baseline.make_train({**BASELINE_CONFIG, "TOTAL_TIMESTEPS": args.speed_timesteps})
+        else:
+            fn = jppo.make_train(jppo_config(args.speed_timesteps, **JPPO_VARIANTS[name]))
+        programs[name] = jax.jit(jax.vmap(fn)).lower(keys).compile()
+    names = list(programs)
+    times = {name: [] for name in names}
+    for r in range(args.speed_rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            jax.block_until_ready(programs[name](keys))
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def run_roles(args, keys) -> dict:
     base = jppo.PPOConfig(
         env=RoleSplit(),
@@ -201,7 +222,7 @@ def env_steps(name: str, returns: np.ndarray) -> np.ndarray:
     return (np.arange(returns.shape[1]) + 1) * batch
 
 
-def report(args, mpe: dict, roles: dict) -> str:
+def report(args, mpe: dict, roles: dict, speed: dict | None = None) -> str:
     num_seeds = len(args.seed_list)
     rows = []
     for name, (returns, compile_s, run_s) in mpe.items():
@@ -224,13 +245,33 @@ def report(args, mpe: dict, roles: dict) -> str:
         f"minibatches, lr 2.5e-4), {args.total_timesteps:,} env steps per seed, "
         f"{num_seeds} seeds vmapped in one program (keys split from PRNGKey(30)). Final "
         "return = team return (sum over agents), mean over the last 5 % of updates; "
-        "± = std over seeds. Steps/s = env steps of all seeds / wall time, compile excluded.",
+        "± = std over seeds. Steps/s = env steps of all seeds / wall time of this one "
+        "learning run, compile excluded (the runs follow each other).",
         "",
         markdown_table(
             ("implementation", "final return", "per seed", "env steps/s", "run s", "compile s"),
             rows,
         ),
     ]
+    if speed:
+        base = np.median(speed["jaxmarl-ippo"]) if "jaxmarl-ippo" in speed else None
+        total = args.speed_timesteps * num_seeds
+        rows = []
+        for name, times in speed.items():
+            median = np.median(times)
+            ratio = f"{base / median:.2f}" if base else "-"
+            rounds = ", ".join(f"{total / t:,.0f}" for t in times)
+            rows.append((name, f"{total / median:,.0f}", ratio, rounds))
+        lines += [
+            "",
+            f"Steps/s side by side: every program compiled at {args.speed_timesteps:,} env "
+            f"steps per seed ({num_seeds} seeds), then {args.speed_rounds} alternating rounds "
+            "(the order rotates each round); median, compile excluded.",
+            "",
+            markdown_table(
+                ("implementation", "env steps/s (median)", "/ jaxmarl-ippo", "per round"), rows
+            ),
+        ]
     if roles:
         rows = []
         for name, returns in roles.items():
@@ -287,6 +328,8 @@ def main(argv=None) -> None:
         choices=["jaxmarl-ippo", *JPPO_VARIANTS],
         help="MPE runs",
     )
+    parser.add_argument("--speed-timesteps", type=int, default=2048 * 40, help="per seed")
+    parser.add_argument("--speed-rounds", type=int, default=3, help="0 skips the speed table")
     parser.add_argument("--no-roles", action="store_true")
     parser.add_argument("--peer-dir", default=str(DEFAULT_PEER_DIR))
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
@@ -295,8 +338,9 @@ def main(argv=None) -> None:
     keys = jax.random.split(jax.random.PRNGKey(BASELINE_CONFIG["SEED"]), args.seeds)
     args.seed_list = list(range(args.seeds))
     mpe = run_mpe(args, keys)
+    speed = run_speed(args, keys) if args.speed_rounds else None
     roles = {} if args.no_roles else run_roles(args, keys)
-    text = report(args, mpe, roles)
+    text = report(args, mpe, roles, speed)
     print(text)
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
