@@ -6,6 +6,7 @@ vectorizes), written without looking at how jppo computes the same thing.
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,26 @@ def run_cli(*args, timeout=600) -> subprocess.CompletedProcess:
         timeout=timeout,
         env=cli_env(),
     )
+
+
+def interrupt_cli(*args, at: str, timeout=600) -> tuple[int, str, str]:
+    """`python -m jppo *args`, sent SIGINT once a stdout line starts with `at`.
+
+    Returns (exit code, the stdout after that line, stderr).
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-m", "jppo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    for line in child.stdout:
+        if line.startswith(at):
+            child.send_signal(signal.SIGINT)
+            break
+    rest, err = child.communicate(timeout=timeout)
+    return child.returncode, rest, err
 
 
 def init_state(cfg, key=0) -> TrainState:

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import jppo
 from jppo import cli
 from jppo.config import PPOConfig, field_help
 from tests.helpers import cli_env as _env
+from tests.helpers import interrupt_cli
 from tests.helpers import run_cli as _run
 
 # -- the command line ---------------------------------------------------------------------
@@ -215,19 +215,8 @@ def test_sigint_then_resume_equals_uninterrupted_run(tmp_path):
     proc = _run("train", *RESUME_ARGS, "--out", str(whole))
     assert proc.returncode == 0, proc.stderr
     # The same run, interrupted by Ctrl-C once it is under way...
-    child = subprocess.Popen(
-        [sys.executable, "-m", "jppo", "train", *RESUME_ARGS, "--out", str(parts)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    for line in child.stdout:
-        if line.startswith("update 200/"):
-            child.send_signal(signal.SIGINT)
-            break
-    rest, err = child.communicate(timeout=600)
-    assert child.returncode == 130, err
+    code, rest, err = interrupt_cli("train", *RESUME_ARGS, "--out", str(parts), at="update 200/")
+    assert code == 130, err
     assert "Traceback" not in err
     assert "checkpoint saved" in rest
     state, _, _ = jppo.load(str(parts))

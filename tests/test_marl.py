@@ -6,9 +6,6 @@ must answer differently, so a shared network without an agent id earns at most 0
 """
 
 import csv
-import signal
-import subprocess
-import sys
 import tempfile
 
 import jax
@@ -22,7 +19,7 @@ import jppo  # noqa: E402
 from jppo import marl, schedules  # noqa: E402
 from jppo.envs.roles import RoleSplit  # noqa: E402
 from jppo.types import Transition  # noqa: E402
-from tests.helpers import cli_env, qr_operand_shapes, run_cli  # noqa: E402
+from tests.helpers import interrupt_cli, qr_operand_shapes, run_cli  # noqa: E402
 
 ROLES = jppo.PPOConfig(
     env=RoleSplit(),
@@ -322,20 +319,9 @@ def test_cli_trains_evaluates_and_resumes_a_jaxmarl_env(tmp_path):
     assert proc.returncode == 0 and "mean return:" in proc.stdout, proc.stderr
 
     # The same run stopped by Ctrl-C after update 4 and resumed: the same metrics, bit for bit.
-    child = subprocess.Popen(
-        [sys.executable, "-m", "jppo", "train", *args, "--total-timesteps", "512"]
-        + ["--chunk-updates", "1", "--out", str(part)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    for line in child.stdout:
-        if line.startswith("update 4/"):
-            child.send_signal(signal.SIGINT)
-            break
-    _, err = child.communicate(timeout=600)
-    assert child.returncode == 130, err
+    budget = ("--total-timesteps", "512", "--chunk-updates", "1")
+    code, _, err = interrupt_cli("train", *args, *budget, "--out", str(part), at="update 4/")
+    assert code == 130, err
     proc = run_cli("train", "--resume", str(part), "--plain")
     assert proc.returncode == 0, proc.stderr
     assert "resuming at update" in proc.stdout
