@@ -112,7 +112,7 @@ def table(cfg: PPOConfig, rows: Sequence[dict], repeats: int) -> str:
     for r in rows:
         lines.append(
             f"| {r['num_envs']} | {r['seeds']} | {r['updates']} | {r['steps_per_second']:,.0f} "
-            f"| {r['run_seconds']:.4f} | {r['compile_seconds']:.2f} |"
+            f"| {r['run_seconds']:.4g} | {r['compile_seconds']:.2f} |"
         )
     return "\n".join(lines)
 
