@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# This checkout's jppo when none is importable; a jppo already on the path (PYTHONPATH, as
+# compare_revisions.py sets for the tree it measures, or an install) is left to win.
+if importlib.util.find_spec("jppo") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jppo import bench  # noqa: E402
 
