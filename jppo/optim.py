@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jppo.config import PPOConfig
@@ -71,25 +72,68 @@ def make_optimizer(
                     hp.vgs_alpha, hp.vgs_beta, hp.vgs_eps, hp.vgs_min_scale, vgs_per_element
                 )
             ]
-        tx = optax.chain(
+        return optax.chain(
             optax.clip_by_global_norm(hp.max_grad_norm),
             optax.scale_by_adam(eps=1e-5),
             *scaler,
             optax.scale_by_learning_rate(lr),
         )
-        # Without the scaler (whose statistics are per tensor) every step of the chain is
-        # elementwise or a norm over the whole network, so it runs on the network's
-        # parameters raveled into one vector: the same numbers in a few large kernels
-        # instead of a few small ones per tensor, which is most of a small minibatch step's
-        # optimizer time on CPU (benchmarks/NOTES.md).
-        return tx if vgs else optax.flatten(tx)
 
     labels = {"actor": "actor", "critic": "critic"}
     tx = optax.multi_transform(
         {"actor": chain(actor_lr), "critic": chain(critic_lr)},
         lambda params: {k: labels[k] for k in params},
     )
-    return optax.apply_if_finite(tx, _NEVER_GIVE_UP)
+    tx = optax.apply_if_finite(tx, _NEVER_GIVE_UP)
+    # Without the scaler (whose statistics are per tensor) every step of the chain is
+    # elementwise or a norm over a whole network, so the chain, and the finiteness check
+    # around it, run on each network's parameters raveled into one vector: the same numbers
+    # in a few large kernels instead of a few small ones per tensor. On CPU at small
+    # minibatches each kernel costs about the same whatever its size, and the per-tensor
+    # check alone was three kernels per tensor (benchmarks/NOTES.md).
+    return tx if vgs else per_network_vectors(tx)
+
+
+def ravel_networks(tree: dict) -> dict:
+    """{network: pytree} -> {network: [n] vector}: each network's leaves raveled and
+    concatenated in `jax.tree.leaves` order (float32 parameters and gradients)."""
+    return {k: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(v)]) for k, v in tree.items()}
+
+
+def _unravel_networks(flat: dict, like: dict) -> dict:
+    """Inverse of `ravel_networks`: vectors back into the shapes and structure of `like`."""
+    out = {}
+    for k, v in like.items():
+        leaves, treedef = jax.tree.flatten(v)
+        parts = jnp.split(flat[k], np.cumsum([np.size(x) for x in leaves])[:-1])
+        out[k] = jax.tree.unflatten(
+            treedef, [p.reshape(jnp.shape(x)) for p, x in zip(parts, leaves, strict=True)]
+        )
+    return out
+
+
+def per_network_vectors(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` applied to `ravel_networks` of params, gradients and updates.
+
+    Like `optax.flatten`, but one vector per network (so `multi_transform` still tells actor
+    from critic, and per-network norms stay per network); the state is `inner`'s own.
+    """
+
+    def init(params):
+        return inner.init(ravel_networks(params))
+
+    def update(updates, state, params=None):
+        flat_params = None if params is None else ravel_networks(params)
+        flat, state = inner.update(ravel_networks(updates), state, flat_params)
+        return _unravel_networks(flat, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def global_norm(grads: dict) -> jax.Array:
+    """L2 norm of all gradients, computed on `ravel_networks` (the vectors the optimizer
+    ravels too, so the compiler shares them): two reductions instead of one per tensor."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(v)) for v in ravel_networks(grads).values()))
 
 
 def make_optimizer_for(

@@ -20,7 +20,7 @@ import optax
 from jppo import advantages as adv_lib
 from jppo import losses, networks, policy, sharding
 from jppo.config import PPOConfig
-from jppo.optim import check_opt_state, make_optimizer_for
+from jppo.optim import check_opt_state, global_norm, make_optimizer_for
 from jppo.permutation import permutation
 from jppo.types import Batch, Coefs, Hyperparams
 
@@ -232,7 +232,7 @@ def update(
     def minibatch_step(c: _EpochCarry, xs):
         mb, mb_carry = xs
         (_, aux), grads = grad_fn(c.params, mb, mb_carry, cfg, network, hp, coefs)
-        aux["grad_norm"] = optax.tree.norm(grads)
+        aux["grad_norm"] = global_norm(grads)
         updates, opt_state = tx.update(grads, c.opt_state, c.params)
         params = optax.apply_updates(c.params, updates)
         if not early_stop:

@@ -61,3 +61,29 @@ def test_a_nonfinite_gradient_skips_the_step_and_is_counted():
     updates, new_state = tx.update(grads, state, params)
     jax.tree.map(lambda u: np.testing.assert_array_equal(u, 0.0), updates)
     assert float(nonfinite_grad_count(new_state)) == 1
+
+
+def _primitive_count(jaxpr, name: str) -> int:
+    from tests.helpers import sub_jaxprs
+
+    own = sum(eqn.primitive.name == name for eqn in jaxpr.eqns)
+    return own + sum(_primitive_count(s, name) for e in jaxpr.eqns for s in sub_jaxprs(e))
+
+
+def test_the_finiteness_check_and_the_chain_see_one_vector_per_network():
+    """The skip test runs on each network's raveled gradient (one check per network), not
+    on every tensor: per tensor it cost three kernels each in every minibatch step."""
+    cfg = jppo.PPOConfig()
+    tx = make_optimizer_for(cfg, jppo.Hyperparams.from_config(cfg), 1e-3, 1e-3)
+    params = _tree(jax.random.key(0))
+    state = init_opt_state(params, cfg)
+    assert {x.ndim for x in jax.tree.leaves(state.inner_state) if x.ndim} == {1}
+    jaxpr = jax.make_jaxpr(lambda g: tx.update(g, state, params))(params).jaxpr
+    assert _primitive_count(jaxpr, "is_finite") == 2  # actor, critic (4 tensors)
+
+
+def test_global_norm_matches_optax_tree_norm():
+    from jppo.optim import global_norm
+
+    grads = _tree(jax.random.key(3), scale=2.0)
+    np.testing.assert_allclose(global_norm(grads), optax.tree.norm(grads), rtol=1e-6)
