@@ -282,7 +282,6 @@ def init_actors(cfg: PPOConfig, setup: Setup, key) -> Actors:
 class _Carry(NamedTuple):
     actors: Actors
     stats: RolloutStats  # returns_sum [N]
-    key: jax.Array
 
 
 def env_action(action: jax.Array, menv: MarlEnv) -> jax.Array:
@@ -302,15 +301,15 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
     """
     menv, network, params = setup.env, setup.network, learner.params
 
-    def step(c: _Carry, _):
-        key, k_act, k_env = jax.random.split(c.key, 3)
+    def step(c: _Carry, xs):
+        noise, env_keys = xs  # [B, N, A] action noise, [B] env keys of this step
         a = c.actors
         tree = observation_tree(cfg, menv, a.obs)
-        dist_params, value_pred, _ = apply_agents(cfg, network.actor_critic, params, tree)
-        action, log_prob = policy.make_dist(dist_params).sample_and_log_prob(seed=k_act)
-        out = menv.step(
-            jax.random.split(k_env, cfg.num_envs), a.env_state, env_action(action, menv)
-        )
+        # The actor alone inside the sequential loop: the critic values the stored
+        # observations after it, in one batched pass with the final observations.
+        dist_params = apply_agents(cfg, _actor_only(network), params, tree)
+        action, log_prob = policy.sample_with_noise(dist_params, noise)
+        out = menv.step(env_keys, a.env_state, env_action(action, menv))
         done = out.terminated | out.truncated
         stats, episodes = step_stats(c.stats, a.episodes, out, done)
         transition = Transition(
@@ -319,14 +318,14 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
             action=action,
             log_prob=log_prob,
             dist_params=dist_params,
-            value_pred=value_pred,
+            value_pred=None,  # valued after the scan
             reward=out.reward,
             terminated=out.terminated,
             done=done,
             next_value_pred=out.final_obs,  # replaced by its value after the scan
         )
         actors = a._replace(env_state=out.state, obs=out.obs, episode_start=done, episodes=episodes)
-        return _Carry(actors=actors, stats=stats, key=key), transition
+        return _Carry(actors=actors, stats=stats), transition
 
     zero = jnp.zeros((), jnp.float32)
     n = menv.num_agents
@@ -335,13 +334,19 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
         stats=RolloutStats(
             returns_sum=jnp.zeros(n), lengths_sum=zero, episodes=zero, nonfinite_env=zero
         ),
-        key=key,
     )
-    c, traj = jax.lax.scan(step, init, None, cfg.num_steps)
-    # Every step's true next observation valued in one batched pass (the final observation
-    # where an episode ended, which is what a time-limit end bootstraps from).
+    # The rollout's randomness drawn before the scan, as the single-agent rollout does.
+    k_act, k_env = jax.random.split(key)
+    shape = (cfg.num_steps, cfg.num_envs)
+    noise = policy.action_noise(k_act, menv, shape + (n,))
+    c, traj = jax.lax.scan(step, init, (noise, jax.random.split(k_env, shape)))
+    # Every step's observation and true next observation (the final observation where an
+    # episode ended, which is what a time-limit end bootstraps from) valued in one batched
+    # pass: [2T, B, ...] rows.
     final_tree = observation_tree(cfg, menv, traj.next_value_pred)
-    next_values, _ = apply_agents(cfg, network.value, params, final_tree)
+    both = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), traj.obs, final_tree)
+    values, _ = apply_agents(cfg, network.value, params, both)
+    value_pred, next_values = values[: cfg.num_steps], values[cfg.num_steps :]
     s = c.stats
     ended = s.episodes > 0
     count = jnp.maximum(s.episodes, 1.0)
@@ -350,7 +355,13 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
         last_return=jnp.where(ended, s.returns_sum / count, ep.last_return),
         last_length=jnp.where(ended, s.lengths_sum / count, ep.last_length),
     )
-    return c.actors._replace(episodes=episodes), traj._replace(next_value_pred=next_values), s
+    traj = traj._replace(value_pred=value_pred, next_value_pred=next_values)
+    return c.actors._replace(episodes=episodes), traj, s
+
+
+def _actor_only(network: networks.Network):
+    """`apply_agents`' function for the actor of full params: dist_params only."""
+    return lambda params, tree, reset, carry: network.actor(params["actor"], tree, reset, carry)[0]
 
 
 # -- batch and update -------------------------------------------------------------------

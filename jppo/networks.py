@@ -118,10 +118,12 @@ class Network(NamedTuple):
     value(params, obs, reset, carry) -> (values, carry): the critic on the full params and
       carry (also with `lstm_shared`, where `critic` alone is unavailable)
     step(params, obs [B,D], reset [B], carry, prev_final_obs [B,D]) -> (dist_params [B,...],
-      values [B] or [B,N], carry, pending): one rollout step. `prev_final_obs` is the
-      previous step's true next observation; `pending` is what `bootstrap` needs to value it
-      (an LSTM values it inside this step's fused scan, continuing the pre-reset carry; an
-      MLP passes the observation through and values all of them in one batched pass)
+      values [B] or [B,N] or None, carry, pending): one rollout step. `prev_final_obs` is
+      the previous step's true next observation; `pending` is what `bootstrap` needs to
+      value it (an LSTM values it inside this step's fused scan, continuing the pre-reset
+      carry; an MLP passes the observation through and values all of them in one batched
+      pass). values None: the network does not value `obs` inside the step (an MLP); the
+      rollout values the stored observations after its loop with `value`
     bootstrap(params, pending [T,...], final_obs [B,D], carry) -> next_values [T,B(,N)]: the
       critic's value of every step's true next observation, from the steps' `pending`
       records (record t belongs to step t − 1), the last step's `final_obs` and the carry
@@ -215,8 +217,12 @@ def make_network(
         return critic_fn(params["critic"], obs, reset, carry["critic"])[0], carry
 
     def step(params, obs, reset, carry, prev_final_obs):
-        dist_params, values, carry = actor_critic(params, obs[None], reset[None], carry)
-        return jax.tree.map(lambda x: x[0], dist_params), values[0], carry, prev_final_obs
+        # Only the actor runs inside the rollout's sequential loop: the critic has no effect
+        # on what is collected, so the rollout values all its observations afterwards in one
+        # batched pass (values None), as it does the final observations (`bootstrap`).
+        dist_params, carry_actor = actor(params["actor"], obs[None], reset[None], carry["actor"])
+        dist_params = jax.tree.map(lambda x: x[0], dist_params)
+        return dist_params, None, {**carry, "actor": carry_actor}, prev_final_obs
 
     def bootstrap(params, pending, final_obs, carry):
         next_obs = jnp.concatenate([pending[1:], final_obs[None]])  # [T, B, D]

@@ -21,6 +21,41 @@ def make_dist(dist_params: dict) -> distrax.Distribution:
     return distrax.MultivariateNormalDiag(dist_params["mean"], jnp.exp(dist_params["log_std"]))
 
 
+def action_noise(key: jax.Array, spec: EnvSpec, shape: tuple[int, ...]) -> jax.Array:
+    """The noise that `sample_with_noise` turns into actions, for `shape` draws at once.
+
+    `spec`: an `EnvSpec`, or anything with its `discrete` and `action_dim` (a `MarlEnv`).
+
+    Returns `shape + (spec.action_dim,)` float32: standard Gumbel noise (discrete: the
+    sample is the argmax of logits + noise) or standard normal noise (continuous: the sample
+    is mean + std * noise). A rollout draws its whole `[T, B]` block in one call before its
+    scan: on XLA:CPU every threefry call is a rolled loop of small kernels, and at a few
+    envs those per-step calls were a large part of a rollout step's cost.
+    """
+    shape = tuple(shape) + (spec.action_dim,)
+    if spec.discrete:
+        return jax.random.gumbel(key, shape, jnp.float32)
+    return jax.random.normal(key, shape, jnp.float32)
+
+
+def sample_with_noise(dist_params: dict, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(action, log_prob) of the policy's sample for `noise` from `action_noise`.
+
+    The same distribution as `make_dist(dist_params).sample(seed=...)`: Gumbel-max for
+    logits (`[..., A]` noise -> `[...]` int actions), mean + std * noise for the Gaussian
+    (`[..., A]` -> `[..., A]`). The log-probability is the distribution's own `log_prob`.
+    """
+    dist = make_dist(dist_params)
+    if "logits" in dist_params:
+        logits = dist_params["logits"]
+        action = jnp.argmax(logits + noise.astype(logits.dtype), axis=-1)
+    else:
+        mean = dist_params["mean"]
+        std = jnp.exp(dist_params["log_std"])
+        action = mean + std * noise.astype(mean.dtype)
+    return action, dist.log_prob(action)
+
+
 def deterministic_action(dist_params: dict) -> jax.Array:
     """The distribution's mode: argmax of the logits, or the Gaussian mean."""
     if "logits" in dist_params:

@@ -42,7 +42,6 @@ class _Carry(NamedTuple):
     stats: RolloutStats
     hidden_sums: Any  # recurrent: per network (Σ_t h_t, Σ_t h_t²), each [B, H]; MLP: {}
     final_in: jax.Array  # [B, D] previous step's final obs as the policy sees it
-    key: jax.Array
 
 
 def _policy_obs(obs, obs_stats, hp: Hyperparams):
@@ -130,21 +129,15 @@ def rollout(
     params, hp = learner.params, learner.hyperparams
     obs_stats = learner.norm.obs
 
-    def step(c: _Carry, _):
-        key, k_act, k_env = jax.random.split(c.key, 3)
+    def step(c: _Carry, xs):
+        noise, env_keys = xs  # [B, A] action noise, [B] env keys of this step
         a = c.actors
         obs_in = _policy_obs(a.obs, obs_stats, hp)
         dist_params, value_pred, net_carry, pending = network.step(
             params, obs_in, a.episode_start, a.carry, c.final_in
         )
-        action, log_prob = policy.make_dist(dist_params).sample_and_log_prob(seed=k_act)
-        out = envs.step(
-            env,
-            env_params,
-            jax.random.split(k_env, cfg.num_envs),
-            a.env_state,
-            policy.env_action(action, spec),
-        )
+        action, log_prob = policy.sample_with_noise(dist_params, noise)
+        out = envs.step(env, env_params, env_keys, a.env_state, policy.env_action(action, spec))
         done = out.terminated | out.truncated
 
         reward, reward_stats, returns = out.reward, c.reward_stats, a.discounted_returns
@@ -172,8 +165,8 @@ def rollout(
             reward=reward,
             terminated=out.terminated,
             done=done,
-            next_value_pred=jnp.zeros_like(value_pred),
-        )  # filled in after the scan
+            next_value_pred=None,
+        )  # filled in after the scan (and value_pred too where the step returned None)
         actors = Actors(
             env_state=out.state,
             obs=out.obs,
@@ -190,13 +183,12 @@ def rollout(
             stats=stats,
             hidden_sums=_add_hidden(c.hidden_sums, net_carry),
             final_in=_policy_obs(out.final_obs, obs_stats, hp),
-            key=key,
         )
         return new_c, (transition, pending)
 
-    def chunk(c: _Carry, _):  # keep the (pre-reset) carry at each chunk's start
+    def chunk(c: _Carry, xs):  # keep the (pre-reset) carry at each chunk's start
         start_carry = c.actors.carry
-        c, out = jax.lax.scan(step, c, None, length)
+        c, out = jax.lax.scan(step, c, xs, length)
         return c, (out, start_carry)
 
     zero = jnp.zeros((), jnp.float32)
@@ -214,16 +206,25 @@ def rollout(
         # Step 0's pending record (for the step before the rollout) is discarded: any
         # finite observation will do.
         final_in=_policy_obs(actors.obs, obs_stats, hp),
-        key=key,
     )
+    # All of the rollout's randomness in two calls, before the scan: per-step key splits and
+    # samples would each be a threefry loop inside every step (see `policy.action_noise`).
+    k_act, k_env = jax.random.split(key)
+    shape = (cfg.num_steps, cfg.num_envs)
+    xs = (policy.action_noise(k_act, spec, shape), jax.random.split(k_env, shape))
+    xs = sharding.constrain(xs, mesh, 1)
     length = chunk_len(cfg, network.recurrent)
     if length == cfg.num_steps:
-        c, (traj, pending) = jax.lax.scan(step, init, None, cfg.num_steps)
+        c, (traj, pending) = jax.lax.scan(step, init, xs)
         chunk_carries = jax.tree.map(lambda x: x[None], actors.carry)
     else:
-        c, (out, chunk_carries) = jax.lax.scan(chunk, init, None, cfg.num_steps // length)
+        xs = jax.tree.map(lambda x: x.reshape((cfg.num_steps // length, length) + x.shape[1:]), xs)
+        c, (out, chunk_carries) = jax.lax.scan(chunk, init, xs)
         traj, pending = jax.tree.map(lambda x: x.reshape((cfg.num_steps,) + x.shape[2:]), out)
     traj, pending = sharding.constrain((traj, pending), mesh, 1)
+    if traj.value_pred is None:  # feed-forward critic: every step's value in one pass
+        values, _ = network.value(params, traj.obs, traj.episode_start, actors.carry)
+        traj = traj._replace(value_pred=sharding.constrain(values, mesh, 1))
     final_in = sharding.constrain(c.final_in, mesh, 0)
     next_values = network.bootstrap(params, pending, final_in, c.actors.carry)
     next_values = sharding.constrain(next_values, mesh, 1)

@@ -203,6 +203,17 @@ def np_log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
+def sub_jaxprs(eqn):
+    """The jaxprs nested in one equation's parameters (scan and while bodies, calls,
+    custom-derivative rules), without reaching into jax's private API."""
+    for param in eqn.params.values():
+        for sub in param if isinstance(param, (list, tuple)) else (param,):
+            if hasattr(sub, "eqns"):
+                yield sub
+            elif hasattr(sub, "jaxpr"):
+                yield sub.jaxpr if hasattr(sub.jaxpr, "eqns") else sub.jaxpr.jaxpr
+
+
 def qr_operand_shapes(fn, *args) -> list[tuple]:
     """Shapes of the matrices every QR in `jax.make_jaxpr(fn)(*args)` factors, nested
     jaxprs (scan, map, custom rules) included: a batched QR shows a leading batch axis."""
@@ -212,12 +223,8 @@ def qr_operand_shapes(fn, *args) -> list[tuple]:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name in ("qr", "geqrf", "householder_product"):
                 out.extend(v.aval.shape for v in eqn.invars)
-            for param in eqn.params.values():
-                for sub in param if isinstance(param, (list, tuple)) else (param,):
-                    if hasattr(sub, "eqns"):
-                        walk(sub)
-                    elif hasattr(sub, "jaxpr"):
-                        walk(sub.jaxpr if hasattr(sub.jaxpr, "eqns") else sub.jaxpr.jaxpr)
+            for sub in sub_jaxprs(eqn):
+                walk(sub)
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return out

@@ -1,0 +1,136 @@
+"""Sampling from pre-drawn noise (`policy.action_noise` / `sample_with_noise`): the same
+distributions as distrax's own samplers, and rollouts that draw no randomness per step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jppo import PPOConfig, envs, policy
+from jppo.trainer import build, init_actors, init_learner
+from jppo.types import EnvSpec
+from tests.helpers import sub_jaxprs
+
+DISCRETE = EnvSpec(
+    obs_dim=3,
+    discrete=True,
+    action_dim=3,
+    action_low=None,
+    action_high=None,
+    max_episode_steps=None,
+)
+CONTINUOUS = EnvSpec(
+    obs_dim=3,
+    discrete=False,
+    action_dim=2,
+    action_low=None,
+    action_high=None,
+    max_episode_steps=None,
+)
+
+
+def test_noise_shapes_and_sample_shapes():
+    key = jax.random.key(0)
+    noise = policy.action_noise(key, DISCRETE, (5, 4))
+    assert noise.shape == (5, 4, 3) and noise.dtype == jnp.float32
+    action, log_prob = policy.sample_with_noise({"logits": jnp.zeros((5, 4, 3))}, noise)
+    assert action.shape == (5, 4) and log_prob.shape == (5, 4)
+    assert action.dtype == jnp.int32
+    noise = policy.action_noise(key, CONTINUOUS, (5, 4))
+    params = {"mean": jnp.zeros((5, 4, 2)), "log_std": jnp.zeros((5, 4, 2))}
+    action, log_prob = policy.sample_with_noise(params, noise)
+    assert action.shape == (5, 4, 2) and log_prob.shape == (5, 4)
+
+
+def test_gumbel_max_samples_the_softmax_and_logs_its_probability():
+    logits = np.array([1.0, -0.5, 0.3], np.float32)
+    n = 200_000
+    noise = policy.action_noise(jax.random.key(1), DISCRETE, (n,))
+    action, log_prob = policy.sample_with_noise({"logits": jnp.broadcast_to(logits, (n, 3))}, noise)
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    freq = np.bincount(np.asarray(action), minlength=3) / n
+    # 5 standard errors of a binomial frequency
+    assert np.all(np.abs(freq - probs) <= 5 * np.sqrt(probs * (1 - probs) / n)), (freq, probs)
+    np.testing.assert_allclose(np.asarray(log_prob), np.log(probs)[np.asarray(action)], rtol=1e-5)
+
+
+def test_gaussian_samples_have_the_policy_moments_and_density():
+    mean = np.array([0.5, -2.0], np.float32)
+    log_std = np.array([-1.0, 0.7], np.float32)
+    n = 200_000
+    noise = policy.action_noise(jax.random.key(2), CONTINUOUS, (n,))
+    params = {"mean": jnp.broadcast_to(mean, (n, 2)), "log_std": jnp.broadcast_to(log_std, (n, 2))}
+    action, log_prob = policy.sample_with_noise(params, noise)
+    a = np.asarray(action, np.float64)
+    std = np.exp(log_std.astype(np.float64))
+    assert np.all(np.abs(a.mean(0) - mean) <= 5 * std / np.sqrt(n)), (a.mean(0), mean)
+    np.testing.assert_allclose(a.std(0), std, rtol=0.01)
+    # float64 diagonal-Gaussian log density
+    ref = np.sum(-0.5 * ((a - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi), axis=1)
+    np.testing.assert_allclose(np.asarray(log_prob), ref, rtol=1e-4, atol=1e-4)
+
+
+def _scan_bodies(jaxpr):
+    """Every scan body in `jaxpr`, nested ones included."""
+    for eqn in jaxpr.eqns:
+        for sub in sub_jaxprs(eqn):
+            if eqn.primitive.name == "scan":
+                yield sub
+            yield from _scan_bodies(sub)
+
+
+def _random_calls(jaxpr) -> int:
+    """Random-bit generations in `jaxpr` (nested jaxprs included)."""
+    count = sum(eqn.primitive.name in ("random_bits", "threefry2x32") for eqn in jaxpr.eqns)
+    return count + sum(_random_calls(sub) for eqn in jaxpr.eqns for sub in sub_jaxprs(eqn))
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_rollout_steps_draw_no_randomness_beyond_the_environments_own(env):
+    # Per-step key splits and samples cost a threefry loop each inside every step on
+    # XLA:CPU; the rollout draws them all before its scan. Only the env's own auto-reset
+    # (gymnax resets from the key it is given at every step) may draw inside a step.
+    from jppo.rollout import rollout
+
+    cfg = PPOConfig(env=env, num_envs=4, num_steps=8, total_timesteps=64)
+    setup = build(cfg)
+    learner = init_learner(cfg, setup, jax.random.key(0))
+    actors = init_actors(cfg, setup, jax.random.key(1))
+    roll = jax.make_jaxpr(lambda k: rollout(cfg, setup, learner, actors, k))(jax.random.key(2))
+    (body,) = list(_scan_bodies(roll.jaxpr))
+    env, env_params, spec, _ = setup
+    keys = jax.random.split(jax.random.key(0), cfg.num_envs)
+    action = jnp.zeros((cfg.num_envs,) + (() if spec.discrete else (spec.action_dim,)))
+    action = policy.env_action(action.astype(jnp.int32 if spec.discrete else jnp.float32), spec)
+    env_only = jax.make_jaxpr(lambda k: envs.step(env, env_params, k, actors.env_state, action))(
+        keys
+    )
+    assert _random_calls(body) == _random_calls(env_only.jaxpr)
+    assert _random_calls(roll.jaxpr) > _random_calls(body)  # drawn outside the scan
+
+
+def _dot_count(jaxpr) -> int:
+    own = sum(eqn.primitive.name == "dot_general" for eqn in jaxpr.eqns)
+    return own + sum(_dot_count(sub) for eqn in jaxpr.eqns for sub in sub_jaxprs(eqn))
+
+
+def test_mlp_rollout_runs_only_the_actor_per_step_and_values_afterwards():
+    # The critic has no effect on what is collected: its values of every stored observation
+    # come from one batched pass after the loop, equal to the critic applied to them.
+    from jppo.rollout import rollout
+
+    cfg = PPOConfig(num_envs=4, num_steps=8, total_timesteps=64)
+    setup = build(cfg)
+    learner = init_learner(cfg, setup, jax.random.key(0))
+    actors = init_actors(cfg, setup, jax.random.key(1))
+    roll = jax.make_jaxpr(lambda k: rollout(cfg, setup, learner, actors, k))(jax.random.key(2))
+    (body,) = list(_scan_bodies(roll.jaxpr))
+    assert _dot_count(body) == len(cfg.hidden_sizes) + 1  # the actor's layers only
+    out = rollout(cfg, setup, learner, actors, jax.random.key(2))
+    traj = out.traj
+    assert traj.value_pred.shape == (cfg.num_steps, cfg.num_envs)
+    values, _ = setup.network.critic(
+        learner.params["critic"], traj.obs, traj.episode_start, actors.carry["critic"]
+    )
+    np.testing.assert_allclose(traj.value_pred, values, rtol=1e-6, atol=1e-6)
+    assert float(jnp.std(traj.value_pred)) > 0  # not a constant placeholder
