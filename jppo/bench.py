@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 
+from jppo.compile import jit
 from jppo.config import PPOConfig
 from jppo.rollout import rollout
 from jppo.trainer import make_train, make_trainer
@@ -48,9 +49,10 @@ def header() -> str:
 
 
 def time_compiled(fn: Callable, *args, repeats: int = 3) -> tuple[float, float]:
-    """(compile seconds, median run seconds) of `jax.jit(fn)(*args)`, compile excluded."""
+    """(compile seconds, median run seconds) of `fn(*args)` compiled as jppo compiles its
+    programs (`jppo.compile.jit`), compile excluded."""
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(*args))  # warm-up run
     runs = []

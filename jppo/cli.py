@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from jppo.compile import jit
 from jppo.config import PPOConfig, field_help
 
 _SKIP = {"env_params"}  # not expressible on a command line
@@ -358,7 +359,7 @@ def run_eval(args: argparse.Namespace) -> int:
     else:  # a seed batch: one evaluation per seed, vmapped
         keys = jax.random.split(key, np.shape(state.step)[0])
         learner = state.learner
-        batched = jax.jit(jax.vmap(make_evaluate(cfg, args.episodes)))
+        batched = jit(jax.vmap(make_evaluate(cfg, args.episodes)))
         returns = np.asarray(batched(learner.params, learner.norm.obs, learner.hyperparams, keys))
     print(f"{cfg.env_name}, update {int(np.max(state.step))}, {args.episodes} episodes per seed")
     for i, r in enumerate(returns):

@@ -51,6 +51,32 @@ def cached_program(kind, cfg: PPOConfig, factory: Callable[[], Callable]) -> Cal
     return program
 
 
+# XLA options for jppo's own programs, per backend. CPU: LLVM's optimization level 1 instead of
+# the default 2. Most of the run time is in library matmuls and small elementwise loops that
+# level 1 already vectorizes, while LLVM's level-2 passes are most of the compile: the default
+# CartPole program compiles in ~3.7 s instead of ~4.6 s at the same steps/s (benchmarks/NOTES.md).
+# No floating-point semantics change (no fast-math either way).
+_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 1}}
+
+
+def compiler_options() -> dict:
+    """The XLA options `jit` compiles jppo's programs with on the default backend ({} for
+    backends without any)."""
+    return dict(_COMPILER_OPTIONS.get(jax.default_backend(), {}))
+
+
+def jit(fn: Callable, **kwargs) -> Callable:
+    """`jax.jit(fn, **kwargs)` with jppo's `compiler_options()`: how jppo's entry points
+    (`train`, `train_seeds`, `evaluate`, sweeps, PBT, the CLI, `jppo bench`) compile.
+
+    To compile `make_train(cfg)` yourself the same way: `jppo.compile.jit(make_train(cfg))`.
+    """
+    options = compiler_options()
+    if options:
+        kwargs["compiler_options"] = {**options, **kwargs.get("compiler_options", {})}
+    return jax.jit(fn, **kwargs)
+
+
 def clear_cache() -> None:
     """Drop every cached program (their compiled code is freed with them)."""
     _PROGRAMS.clear()

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jppo import envs, policy
-from jppo.compile import as_key, cached_program
+from jppo.compile import as_key, cached_program, jit
 from jppo.config import PPOConfig
 from jppo.envs.marl import is_marl_env
 from jppo.trainer import build
@@ -105,7 +105,7 @@ def evaluate(
         (8,)
     """
     program = cached_program(
-        ("evaluate", num_episodes), cfg, lambda: jax.jit(make_evaluate(cfg, num_episodes))
+        ("evaluate", num_episodes), cfg, lambda: jit(make_evaluate(cfg, num_episodes))
     )
     learner = state.learner
     return program(learner.params, learner.norm.obs, learner.hyperparams, as_key(key))

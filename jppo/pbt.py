@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jppo.compile import as_key, cached_program
+from jppo.compile import as_key, cached_program, jit
 from jppo.config import TRACED_FIELDS, PPOConfig
 from jppo.sweep import check_traced_field, check_values, stack_hyperparams
 from jppo.trainer import make_trainer
@@ -413,7 +413,7 @@ def train_pbt(cfg: PPOConfig, pbt_cfg: PBTConfig, key: jax.Array, **initial) -> 
         )
     hyperparams = stack_hyperparams(cfg, size, **initial)
     program = cached_program(
-        ("pbt", pbt_cfg.program_key()), cfg, lambda: jax.jit(make_pbt(cfg, pbt_cfg))
+        ("pbt", pbt_cfg.program_key()), cfg, lambda: jit(make_pbt(cfg, pbt_cfg))
     )
     keys, pbt_key = member_keys(key, size)
     return program(keys, hyperparams, pbt_key)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jppo import checkpoint
+from jppo.compile import jit
 from jppo.config import PPOConfig
 from jppo.diagnostics import health_check
 from jppo.evaluation import make_evaluate
@@ -131,11 +132,11 @@ class ChunkPrograms:
 
             return jax.lax.scan(body, state, jnp.arange(chunk))
 
-        self.init = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))
-        self._run = jax.jit(jax.vmap(run_chunk, in_axes=(0, None)))
+        self.init = jit(jax.vmap(trainer.init, in_axes=(0, None)))
+        self._run = jit(jax.vmap(run_chunk, in_axes=(0, None)))
         self._compiled = None
         # Every run ends with a deterministic evaluation, so this is always compiled.
-        self._evaluate = jax.jit(jax.vmap(make_evaluate(cfg, opts.eval_episodes, trainer.setup)))
+        self._evaluate = jit(jax.vmap(make_evaluate(cfg, opts.eval_episodes, trainer.setup)))
         self._compiled_eval = None
 
     def compile(self, state) -> float:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jppo.compile import as_key, cached_program
+from jppo.compile import as_key, cached_program, jit
 from jppo.config import TRACED_FIELDS, PPOConfig
 from jppo.trainer import make_train
 from jppo.types import Hyperparams, TrainResult
@@ -101,7 +101,7 @@ def _make_sweep_program(cfg: PPOConfig, num_seeds: int):
     train_fn = make_train(cfg)
     if num_seeds > 1:
         train_fn = jax.vmap(train_fn, in_axes=(0, None))  # seeds inside each member
-    return jax.jit(jax.vmap(train_fn, in_axes=(None, 0)))
+    return jit(jax.vmap(train_fn, in_axes=(None, 0)))
 
 
 def sweep(cfg: PPOConfig, key: jax.Array, *, num_seeds: int = 1, **values) -> TrainResult:

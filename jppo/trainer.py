@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jppo import envs, networks, schedules, sharding
-from jppo.compile import as_key, cached_program
+from jppo.compile import as_key, cached_program, jit
 from jppo.config import PPOConfig
 from jppo.envs.marl import is_marl_env
 from jppo.normalize import RunningMeanStd
@@ -252,7 +252,7 @@ def train(cfg: PPOConfig, key: jax.Array) -> TrainResult:
         >>> out.metrics["episode_return"].shape
         (4,)
     """
-    program = cached_program("train", cfg, lambda: jax.jit(make_train(cfg)))
+    program = cached_program("train", cfg, lambda: jit(make_train(cfg)))
     mesh = sharding.env_mesh(cfg.num_devices)
     return program(*sharding.global_inputs(mesh, as_key(key), Hyperparams.from_config(cfg)))
 
@@ -286,9 +286,9 @@ def train_seeds(cfg: PPOConfig, keys: jax.Array) -> TrainResult:
 
 def _seeds_program(cfg: PPOConfig, by_seed: bool):
     if not by_seed:
-        return jax.jit(jax.vmap(make_train(cfg), in_axes=(0, None)))
+        return jit(jax.vmap(make_train(cfg), in_axes=(0, None)))
     mesh = sharding.seed_mesh(cfg.num_devices)
-    return jax.jit(
+    return jit(
         jax.vmap(make_train(cfg, mesh=None), in_axes=(0, None)),
         in_shardings=(sharding.leading(mesh), sharding.replicated(mesh)),
         out_shardings=sharding.leading(mesh),

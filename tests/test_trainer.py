@@ -11,6 +11,7 @@ from jppo import compile as compile_lib
 from tests.helpers import (
     SMALL,
     as_numpy,
+    assert_trees_close,
     assert_trees_equal,
     count_compilations,
     qr_operand_shapes,
@@ -178,3 +179,24 @@ def test_vmapped_init_factors_one_matrix_at_a_time(critic):
     init = jppo.make_trainer(cfg).init
     shapes = qr_operand_shapes(jax.vmap(init), jax.random.split(jax.random.key(0), 3))
     assert shapes and all(len(s) == 2 for s in shapes), shapes
+
+
+def test_jppo_programs_compile_with_its_options_and_compute_the_same(monkeypatch):
+    # The options (LLVM level 1 on CPU) shorten the compile only: a run compiled with them
+    # equals the plain jax.jit one up to float rounding (LLVM may contract a multiply-add
+    # differently: one metric differed by 1 ulp).
+    cfg = jppo.PPOConfig(num_envs=4, num_steps=16, total_timesteps=4 * 16 * 3)
+    train = jppo.make_train(cfg)
+    key = jax.random.key(0)
+    if jax.default_backend() == "cpu":
+        assert compile_lib.compiler_options() == {"xla_backend_optimization_level": 1}
+    assert_trees_close(compile_lib.jit(train)(key), jax.jit(train)(key), rtol=1e-5, atol=1e-6)
+    # ... and jppo.train compiles through them: an option XLA rejects makes it fail.
+    backend = jax.default_backend()
+    monkeypatch.setitem(compile_lib._COMPILER_OPTIONS, backend, {"xla_no_such_option": 1})
+    compile_lib.clear_cache()
+    try:
+        with pytest.raises(Exception, match="xla_no_such_option"):
+            jppo.train(cfg, key)
+    finally:
+        compile_lib.clear_cache()
