@@ -149,17 +149,26 @@ def _spread(x):
     return np.std(np.asarray(x, np.float64)) > 0.5
 
 
+def _mean_tol(x) -> float:
+    """Tolerance for the mean of float32 data standardized in float32: a float32 sum of n
+    values is off by up to ~n·u·mean|x| (u = 2^-24), divided by the std. A nearly constant
+    group far from 0 (std 0.15 at |x| 45) legitimately ends ~1e-4 from mean 0."""
+    x = np.asarray(x, np.float64)
+    return 1e-4 + x.size * 2.0**-24 * np.abs(x).mean() / max(x.std(), 1e-12)
+
+
 @PROPERTY
 @given(_ADV.filter(_spread))
 def test_each_normalization_mode_has_its_defining_property(adv):
     x = np.asarray(adv, np.float64)
     for mode in ("batch", "minibatch"):  # mean 0, std 1 (max |z| <= sqrt(95) < the clip)
         z = np.asarray(_normalize(adv, mode, None, 1e-2), np.float64)
-        np.testing.assert_allclose([z.mean(), z.std()], [0.0, 1.0], atol=1e-4)
+        np.testing.assert_allclose(z.mean(), 0.0, atol=_mean_tol(x))
+        np.testing.assert_allclose(z.std(), 1.0, atol=1e-4)
     z = np.asarray(_normalize(adv, "group", GROUPS, 1e-2), np.float64)
-    for block in (z[:, :8], z[:, 8:]):
+    for block, x_block in ((z[:, :8], x[:, :8]), (z[:, 8:], x[:, 8:])):
         if np.std(block) > 0:  # a constant block only centers
-            np.testing.assert_allclose(block.mean(), 0.0, atol=1e-4)
+            np.testing.assert_allclose(block.mean(), 0.0, atol=_mean_tol(x_block))
     z = np.asarray(_normalize(adv, "scale", None, 1e-2), np.float64)
     visible = np.abs(x) > 1e-6 * x.std()  # x / std would be flushed to 0 below this
     np.testing.assert_array_equal(np.sign(z)[visible], np.sign(x)[visible])
