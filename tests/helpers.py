@@ -214,6 +214,12 @@ def sub_jaxprs(eqn):
                 yield sub.jaxpr if hasattr(sub.jaxpr, "eqns") else sub.jaxpr.jaxpr
 
 
+def primitive_count(jaxpr, *names: str) -> int:
+    """Equations of the primitives `names` in `jaxpr`, nested jaxprs included."""
+    own = sum(eqn.primitive.name in names for eqn in jaxpr.eqns)
+    return own + sum(primitive_count(sub, *names) for e in jaxpr.eqns for sub in sub_jaxprs(e))
+
+
 def qr_operand_shapes(fn, *args) -> list[tuple]:
     """Shapes of the matrices every QR in `jax.make_jaxpr(fn)(*args)` factors, nested
     jaxprs (scan, map, custom rules) included: a batched QR shows a leading batch axis."""

@@ -7,6 +7,7 @@ import optax
 
 import jppo
 from jppo.optim import init_opt_state, make_optimizer_for, nonfinite_grad_count
+from tests.helpers import primitive_count
 
 
 def _tree(key, scale=1.0):
@@ -63,13 +64,6 @@ def test_a_nonfinite_gradient_skips_the_step_and_is_counted():
     assert float(nonfinite_grad_count(new_state)) == 1
 
 
-def _primitive_count(jaxpr, name: str) -> int:
-    from tests.helpers import sub_jaxprs
-
-    own = sum(eqn.primitive.name == name for eqn in jaxpr.eqns)
-    return own + sum(_primitive_count(s, name) for e in jaxpr.eqns for s in sub_jaxprs(e))
-
-
 def test_the_finiteness_check_and_the_chain_see_one_vector_per_network():
     """The skip test runs on each network's raveled gradient (one check per network), not
     on every tensor: per tensor it cost three kernels each in every minibatch step."""
@@ -79,7 +73,7 @@ def test_the_finiteness_check_and_the_chain_see_one_vector_per_network():
     state = init_opt_state(params, cfg)
     assert {x.ndim for x in jax.tree.leaves(state.inner_state) if x.ndim} == {1}
     jaxpr = jax.make_jaxpr(lambda g: tx.update(g, state, params))(params).jaxpr
-    assert _primitive_count(jaxpr, "is_finite") == 2  # actor, critic (4 tensors)
+    assert primitive_count(jaxpr, "is_finite") == 2  # actor, critic (4 tensors)
 
 
 def test_global_norm_matches_optax_tree_norm():

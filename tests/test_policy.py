@@ -9,7 +9,7 @@ import pytest
 from jppo import PPOConfig, envs, policy
 from jppo.trainer import build, init_actors, init_learner
 from jppo.types import EnvSpec
-from tests.helpers import sub_jaxprs
+from tests.helpers import primitive_count, sub_jaxprs
 
 DISCRETE = EnvSpec(
     obs_dim=3,
@@ -81,8 +81,7 @@ def _scan_bodies(jaxpr):
 
 def _random_calls(jaxpr) -> int:
     """Random-bit generations in `jaxpr` (nested jaxprs included)."""
-    count = sum(eqn.primitive.name in ("random_bits", "threefry2x32") for eqn in jaxpr.eqns)
-    return count + sum(_random_calls(sub) for eqn in jaxpr.eqns for sub in sub_jaxprs(eqn))
+    return primitive_count(jaxpr, "random_bits", "threefry2x32")
 
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
@@ -109,11 +108,6 @@ def test_rollout_steps_draw_no_randomness_beyond_the_environments_own(env):
     assert _random_calls(roll.jaxpr) > _random_calls(body)  # drawn outside the scan
 
 
-def _dot_count(jaxpr) -> int:
-    own = sum(eqn.primitive.name == "dot_general" for eqn in jaxpr.eqns)
-    return own + sum(_dot_count(sub) for eqn in jaxpr.eqns for sub in sub_jaxprs(eqn))
-
-
 def test_mlp_rollout_runs_only_the_actor_per_step_and_values_afterwards():
     # The critic has no effect on what is collected: its values of every stored observation
     # come from one batched pass after the loop, equal to the critic applied to them.
@@ -125,7 +119,9 @@ def test_mlp_rollout_runs_only_the_actor_per_step_and_values_afterwards():
     actors = init_actors(cfg, setup, jax.random.key(1))
     roll = jax.make_jaxpr(lambda k: rollout(cfg, setup, learner, actors, k))(jax.random.key(2))
     (body,) = list(_scan_bodies(roll.jaxpr))
-    assert _dot_count(body) == len(cfg.hidden_sizes) + 1  # the actor's layers only
+    assert (
+        primitive_count(body, "dot_general") == len(cfg.hidden_sizes) + 1
+    )  # the actor's layers only
     out = rollout(cfg, setup, learner, actors, jax.random.key(2))
     traj = out.traj
     assert traj.value_pred.shape == (cfg.num_steps, cfg.num_envs)
