@@ -223,8 +223,13 @@ def rollout(
         traj, pending = jax.tree.map(lambda x: x.reshape((cfg.num_steps,) + x.shape[2:]), out)
     traj, pending = sharding.constrain((traj, pending), mesh, 1)
     if traj.value_pred is None:  # feed-forward critic: every step's value in one pass
-        values, _ = network.value(params, traj.obs, traj.episode_start, actors.carry)
-        traj = traj._replace(value_pred=sharding.constrain(values, mesh, 1))
+        # Valued env-major ([B, T] rows, as `bootstrap` does): with the env axis sharded,
+        # each device's rows are one contiguous block and nothing is gathered.
+        env_major = lambda x: jnp.swapaxes(x, 0, 1)
+        values, _ = network.value(
+            params, env_major(traj.obs), env_major(traj.episode_start), actors.carry
+        )
+        traj = traj._replace(value_pred=sharding.constrain(env_major(values), mesh, 1))
     final_in = sharding.constrain(c.final_in, mesh, 0)
     next_values = network.bootstrap(params, pending, final_in, c.actors.carry)
     next_values = sharding.constrain(next_values, mesh, 1)

@@ -79,10 +79,26 @@ def compare(name: str, num_devices: int) -> dict:
     }
 
 
+def collectives(num_devices: int) -> dict:
+    """Cross-device ops in the compiled env-sharded MLP program, by kind: its epochs should
+    move no data (all-reduces of gradients and statistics only, no gathers)."""
+    import re
+
+    import jppo
+    from jppo.compile import jit
+
+    cfg = _config(num_devices, **NORMALIZED)
+    hp = jppo.Hyperparams.from_config(cfg)
+    text = jit(jppo.make_train(cfg)).lower(jax.random.key(0), hp).compile().as_text()
+    kinds = ("all-reduce", "all-gather", "all-to-all", "collective-permute")
+    return {k: len(re.findall(rf"= \S+ {k}(-start)?\(", text)) for k in kinds}
+
+
 def main(argv):
     if argv[0] == "devices":
         jax.config.update("jax_num_cpu_devices", 8)
         result = {name: compare(name, 8) for name in ON_DEVICES}
+        result["mlp_collectives"] = collectives(8)
     else:
         process, count, port = (int(a) for a in argv[1:4])
         jax.config.update("jax_num_cpu_devices", 2)

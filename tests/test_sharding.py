@@ -128,6 +128,10 @@ def test_sharded_runs_equal_the_unsharded_run_on_8_devices():
     assert result["seeds_on_seed_axis"]["obs"]["shard_shape"] == [1, 16, 4]
     _check(result["seeds_on_env_axis"], 8, "P(None, 'env')")  # 3 seeds: envs split
     assert result["seeds_on_env_axis"]["obs"]["shard_shape"] == [3, 2, 4]
+    # The env-sharded MLP program combines gradients and statistics by all-reduces and moves
+    # no data: no gathers (e.g. from valuing [T, B] observations as time-major rows).
+    ops = result["mlp_collectives"]
+    assert ops["all-reduce"] > 0 and ops["all-gather"] == 0 and ops["all-to-all"] == 0, ops
 
 
 def _free_port() -> int:
