@@ -223,13 +223,12 @@ def rollout(
         traj, pending = jax.tree.map(lambda x: x.reshape((cfg.num_steps,) + x.shape[2:]), out)
     traj, pending = sharding.constrain((traj, pending), mesh, 1)
     if traj.value_pred is None:  # feed-forward critic: every step's value in one pass
-        # Valued env-major ([B, T] rows, as `bootstrap` does): with the env axis sharded,
-        # each device's rows are one contiguous block and nothing is gathered.
-        env_major = lambda x: jnp.swapaxes(x, 0, 1)
-        values, _ = network.value(
-            params, env_major(traj.obs), env_major(traj.episode_start), actors.carry
-        )
-        traj = traj._replace(value_pred=sharding.constrain(env_major(values), mesh, 1))
+        # A sharded run values env-major ([B, T] rows, as `bootstrap` does), so that each
+        # device's rows are one contiguous block and nothing is gathered; on one device the
+        # two transposes would only cost time (~2 % at 4 envs).
+        order = (lambda x: x) if mesh is None else (lambda x: jnp.swapaxes(x, 0, 1))
+        values, _ = network.value(params, order(traj.obs), order(traj.episode_start), actors.carry)
+        traj = traj._replace(value_pred=sharding.constrain(order(values), mesh, 1))
     final_in = sharding.constrain(c.final_in, mesh, 0)
     next_values = network.bootstrap(params, pending, final_in, c.actors.carry)
     next_values = sharding.constrain(next_values, mesh, 1)
