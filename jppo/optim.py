@@ -32,8 +32,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from jppo.config import PPOConfig
 from jppo.types import Hyperparams
@@ -97,19 +97,12 @@ def make_optimizer(
 def ravel_networks(tree: dict) -> dict:
     """{network: pytree} -> {network: [n] vector}: each network's leaves raveled and
     concatenated in `jax.tree.leaves` order (float32 parameters and gradients)."""
-    return {k: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(v)]) for k, v in tree.items()}
+    return {k: ravel_pytree(v)[0] for k, v in tree.items()}
 
 
 def _unravel_networks(flat: dict, like: dict) -> dict:
     """Inverse of `ravel_networks`: vectors back into the shapes and structure of `like`."""
-    out = {}
-    for k, v in like.items():
-        leaves, treedef = jax.tree.flatten(v)
-        parts = jnp.split(flat[k], np.cumsum([np.size(x) for x in leaves])[:-1])
-        out[k] = jax.tree.unflatten(
-            treedef, [p.reshape(jnp.shape(x)) for p, x in zip(parts, leaves, strict=True)]
-        )
-    return out
+    return {k: ravel_pytree(v)[1](flat[k]) for k, v in like.items()}
 
 
 def per_network_vectors(inner: optax.GradientTransformation) -> optax.GradientTransformation:
