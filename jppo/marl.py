@@ -47,7 +47,7 @@ from jppo.config import PPOConfig
 from jppo.envs.marl import MarlEnv
 from jppo.normalize import RunningMeanStd
 from jppo.optim import init_opt_state, nonfinite_grad_count
-from jppo.rollout import step_stats
+from jppo.rollout import finish_episodes, step_stats
 from jppo.targets import make_batch, normalize_advantages
 from jppo.types import (
     Actors,
@@ -347,16 +347,9 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
     both = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), traj.obs, final_tree)
     values, _ = apply_agents(cfg, network.value, params, both)
     value_pred, next_values = values[: cfg.num_steps], values[cfg.num_steps :]
-    s = c.stats
-    ended = s.episodes > 0
-    count = jnp.maximum(s.episodes, 1.0)
-    ep = c.actors.episodes
-    episodes = ep._replace(
-        last_return=jnp.where(ended, s.returns_sum / count, ep.last_return),
-        last_length=jnp.where(ended, s.lengths_sum / count, ep.last_length),
-    )
     traj = traj._replace(value_pred=value_pred, next_value_pred=next_values)
-    return c.actors._replace(episodes=episodes), traj, s
+    episodes = finish_episodes(c.actors.episodes, c.stats)
+    return c.actors._replace(episodes=episodes), traj, c.stats
 
 
 def _actor_only(network: networks.Network):

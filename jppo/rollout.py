@@ -103,7 +103,7 @@ def step_stats(stats: RolloutStats, episodes: EpisodeStats, out, done):
     return stats, episodes
 
 
-def _finish_episodes(episodes: EpisodeStats, s: RolloutStats) -> EpisodeStats:
+def finish_episodes(episodes: EpisodeStats, s: RolloutStats) -> EpisodeStats:
     """Mean return and length of the episodes that ended; carried forward when none did."""
     ended = s.episodes > 0
     count = jnp.maximum(s.episodes, 1.0)
@@ -233,7 +233,7 @@ def rollout(
     next_values = network.bootstrap(params, pending, final_in, c.actors.carry)
     next_values = sharding.constrain(next_values, mesh, 1)
     return RolloutOutput(
-        actors=c.actors._replace(episodes=_finish_episodes(c.actors.episodes, c.stats)),
+        actors=c.actors._replace(episodes=finish_episodes(c.actors.episodes, c.stats)),
         norm=learner.norm._replace(obs=c.obs_stats_next, reward=c.reward_stats),
         traj=traj._replace(next_value_pred=next_values),
         chunk_carries=chunk_carries,
