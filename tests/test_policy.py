@@ -19,14 +19,7 @@ DISCRETE = EnvSpec(
     action_high=None,
     max_episode_steps=None,
 )
-CONTINUOUS = EnvSpec(
-    obs_dim=3,
-    discrete=False,
-    action_dim=2,
-    action_low=None,
-    action_high=None,
-    max_episode_steps=None,
-)
+CONTINUOUS = DISCRETE._replace(discrete=False, action_dim=2)
 
 
 def test_noise_shapes_and_sample_shapes():
