@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import environment, spaces
 
+from jppo import prng
 from jppo.envs.wrappers import ScaledReward as ScaledReward
 from jppo.types import EnvSpec, EnvStep
 
@@ -146,9 +147,12 @@ def step(env, env_params, keys: jax.Array, state: Any, action: jax.Array) -> Env
       keys: [B] PRNG keys. state: batched env state. action: [B] or [B, A] (already within
         the action space's bounds).
     """
+    # The env's own randomness (its key split and the auto-reset's draw) runs every step:
+    # with `prng.straight_line` keys it is fused integer code instead of two small loops.
     obs, state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-        keys, state, action, env_params
+        *prng.straight_line((keys, state)), action, env_params
     )
+    state = prng.standard(state)
     obs, bad_obs = _flat_obs(obs, 1)
     final_obs, _ = _flat_obs(info["final_observation"], 1)
     reward = jnp.reshape(reward, (-1,)).astype(jnp.float32)

@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jppo import prng
+
 
 class MarlStep(NamedTuple):
     """One vectorized multi-agent step; leading shape [B] everywhere."""
@@ -256,7 +258,11 @@ class MarlEnv:
         Args:
           keys: [B] PRNG keys. state: batched state. action: [B, N] int32 or [B, N, A].
         """
-        obs, state, reward, done, final = jax.vmap(self._step_one)(keys, state, action)
+        # Loop-free keys for the env's per-step randomness, as in `jppo.envs.step`.
+        obs, state, reward, done, final = jax.vmap(self._step_one)(
+            *prng.straight_line((keys, state)), action
+        )
+        state = prng.standard(state)
         obs, bad_obs = self.obs_array(obs)
         final_obs, _ = self.obs_array(final)
         bad_reward = ~jnp.isfinite(reward)
