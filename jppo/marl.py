@@ -308,7 +308,8 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
         # The actor alone inside the sequential loop: the critic values the stored
         # observations after it, in one batched pass with the final observations.
         dist_params = apply_agents(cfg, _actor_only(network), params, tree)
-        action, log_prob = policy.sample_with_noise(dist_params, noise)
+        action = policy.sample_with_noise(dist_params, noise)
+        log_prob = policy.log_prob(dist_params, action)
         out = menv.step(env_keys, a.env_state, env_action(action, menv))
         done = out.terminated | out.truncated
         stats, episodes = step_stats(c.stats, a.episodes, out, done)

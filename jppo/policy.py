@@ -38,22 +38,25 @@ def action_noise(key: jax.Array, spec: EnvSpec, shape: tuple[int, ...]) -> jax.A
     return jax.random.normal(key, shape, jnp.float32)
 
 
-def sample_with_noise(dist_params: dict, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(action, log_prob) of the policy's sample for `noise` from `action_noise`.
+def sample_with_noise(dist_params: dict, noise: jax.Array) -> jax.Array:
+    """The policy's action for `noise` from `action_noise`.
 
     The same distribution as `make_dist(dist_params).sample(seed=...)`: Gumbel-max for
     logits (`[..., A]` noise -> `[...]` int actions), mean + std * noise for the Gaussian
-    (`[..., A]` -> `[..., A]`). The log-probability is the distribution's own `log_prob`.
+    (`[..., A]` -> `[..., A]`). Its log-probability is `make_dist(dist_params).log_prob`,
+    which the rollouts compute for all steps at once after their loop.
     """
-    dist = make_dist(dist_params)
     if "logits" in dist_params:
         logits = dist_params["logits"]
-        action = jnp.argmax(logits + noise.astype(logits.dtype), axis=-1)
-    else:
-        mean = dist_params["mean"]
-        std = jnp.exp(dist_params["log_std"])
-        action = mean + std * noise.astype(mean.dtype)
-    return action, dist.log_prob(action)
+        return jnp.argmax(logits + noise.astype(logits.dtype), axis=-1)
+    mean = dist_params["mean"]
+    std = jnp.exp(dist_params["log_std"])
+    return mean + std * noise.astype(mean.dtype)
+
+
+def log_prob(dist_params: dict, action: jax.Array) -> jax.Array:
+    """log π(action) under the distribution of `dist_params` (any leading shape)."""
+    return make_dist(dist_params).log_prob(action)
 
 
 def deterministic_action(dist_params: dict) -> jax.Array:

@@ -136,7 +136,7 @@ def rollout(
         dist_params, value_pred, net_carry, pending = network.step(
             params, obs_in, a.episode_start, a.carry, c.final_in
         )
-        action, log_prob = policy.sample_with_noise(dist_params, noise)
+        action = policy.sample_with_noise(dist_params, noise)
         out = envs.step(env, env_params, env_keys, a.env_state, policy.env_action(action, spec))
         done = out.terminated | out.truncated
 
@@ -157,9 +157,9 @@ def rollout(
         stats, episodes = step_stats(c.stats, a.episodes, out, done)
         transition = Transition(
             obs=obs_in,
-            episode_start=a.episode_start,
+            episode_start=None,  # the previous step's `done`: filled in after the scan
             action=action,
-            log_prob=log_prob,
+            log_prob=None,  # from dist_params and action, after the scan
             dist_params=dist_params,
             value_pred=value_pred,
             reward=reward,
@@ -221,6 +221,13 @@ def rollout(
         xs = jax.tree.map(lambda x: x.reshape((cfg.num_steps // length, length) + x.shape[1:]), xs)
         c, (out, chunk_carries) = jax.lax.scan(chunk, init, xs)
         traj, pending = jax.tree.map(lambda x: x.reshape((cfg.num_steps,) + x.shape[2:]), out)
+    # Per-step outputs cost a write into the stacked arrays each (and the log-probability its
+    # own small kernels) in every step of the loop; these two are one batched op afterwards.
+    # A step starts an episode where the one before it ended (the carry's `episode_start`).
+    episode_start = jnp.concatenate([actors.episode_start[None], traj.done[:-1]])
+    traj = traj._replace(
+        episode_start=episode_start, log_prob=policy.log_prob(traj.dist_params, traj.action)
+    )
     traj, pending = sharding.constrain((traj, pending), mesh, 1)
     if traj.value_pred is None:  # feed-forward critic: every step's value in one pass
         # A sharded run values env-major ([B, T] rows, as `bootstrap` does), so that each

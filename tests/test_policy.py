@@ -26,20 +26,24 @@ def test_noise_shapes_and_sample_shapes():
     key = jax.random.key(0)
     noise = policy.action_noise(key, DISCRETE, (5, 4))
     assert noise.shape == (5, 4, 3) and noise.dtype == jnp.float32
-    action, log_prob = policy.sample_with_noise({"logits": jnp.zeros((5, 4, 3))}, noise)
+    logits = {"logits": jnp.zeros((5, 4, 3))}
+    action = policy.sample_with_noise(logits, noise)
+    log_prob = policy.log_prob(logits, action)
     assert action.shape == (5, 4) and log_prob.shape == (5, 4)
     assert action.dtype == jnp.int32
     noise = policy.action_noise(key, CONTINUOUS, (5, 4))
     params = {"mean": jnp.zeros((5, 4, 2)), "log_std": jnp.zeros((5, 4, 2))}
-    action, log_prob = policy.sample_with_noise(params, noise)
-    assert action.shape == (5, 4, 2) and log_prob.shape == (5, 4)
+    action = policy.sample_with_noise(params, noise)
+    assert action.shape == (5, 4, 2) and policy.log_prob(params, action).shape == (5, 4)
 
 
 def test_gumbel_max_samples_the_softmax_and_logs_its_probability():
     logits = np.array([1.0, -0.5, 0.3], np.float32)
     n = 200_000
     noise = policy.action_noise(jax.random.key(1), DISCRETE, (n,))
-    action, log_prob = policy.sample_with_noise({"logits": jnp.broadcast_to(logits, (n, 3))}, noise)
+    dist_params = {"logits": jnp.broadcast_to(logits, (n, 3))}
+    action = policy.sample_with_noise(dist_params, noise)
+    log_prob = policy.log_prob(dist_params, action)
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     freq = np.bincount(np.asarray(action), minlength=3) / n
     # 5 standard errors of a binomial frequency
@@ -53,7 +57,8 @@ def test_gaussian_samples_have_the_policy_moments_and_density():
     n = 200_000
     noise = policy.action_noise(jax.random.key(2), CONTINUOUS, (n,))
     params = {"mean": jnp.broadcast_to(mean, (n, 2)), "log_std": jnp.broadcast_to(log_std, (n, 2))}
-    action, log_prob = policy.sample_with_noise(params, noise)
+    action = policy.sample_with_noise(params, noise)
+    log_prob = policy.log_prob(params, action)
     a = np.asarray(action, np.float64)
     std = np.exp(log_std.astype(np.float64))
     assert np.all(np.abs(a.mean(0) - mean) <= 5 * std / np.sqrt(n)), (a.mean(0), mean)
@@ -123,3 +128,28 @@ def test_mlp_rollout_runs_only_the_actor_per_step_and_values_afterwards():
     )
     np.testing.assert_allclose(traj.value_pred, values, rtol=1e-6, atol=1e-6)
     assert float(jnp.std(traj.value_pred)) > 0  # not a constant placeholder
+
+
+def test_log_probs_and_episode_starts_come_after_the_loop_and_match_the_steps():
+    # Both are per-step outputs the loop no longer writes: the log-probability is computed
+    # for all steps at once from the stored logits and actions, and a step starts an episode
+    # exactly where the step before it ended.
+    from jppo.rollout import rollout
+
+    cfg = PPOConfig(num_envs=4, num_steps=64, total_timesteps=256)
+    setup = build(cfg)
+    learner = init_learner(cfg, setup, jax.random.key(0))
+    actors = init_actors(cfg, setup, jax.random.key(1))
+    actors = actors._replace(episode_start=jnp.array([True, False, True, False]))
+    roll = jax.make_jaxpr(lambda k: rollout(cfg, setup, learner, actors, k))(jax.random.key(2))
+    (body,) = list(_scan_bodies(roll.jaxpr))
+    assert primitive_count(body, "log") == 0  # no log-softmax inside the loop (CartPole)
+    traj = rollout(cfg, setup, learner, actors, jax.random.key(2)).traj
+    logits = np.asarray(traj.dist_params["logits"], np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    want = np.take_along_axis(log_softmax, np.asarray(traj.action)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(traj.log_prob, want, rtol=1e-5, atol=1e-6)
+    done = np.asarray(traj.done)
+    assert done.any()  # CartPole episodes end within 64 steps of a random-ish policy
+    np.testing.assert_array_equal(traj.episode_start[0], actors.episode_start)
+    np.testing.assert_array_equal(traj.episode_start[1:], done[:-1])
