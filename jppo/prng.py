@@ -120,7 +120,8 @@ def straight_line(tree):
     is, and so is everything under the non-partitionable counter layout, whose bits `IMPL`
     does not reproduce.
     """
-    if not jax.config.jax_threefry_partitionable:
+    # (A JAX without the switch has only the partitionable layout.)
+    if not getattr(jax.config, "jax_threefry_partitionable", True):
         return tree
     return jax.tree.map(_to_impl, tree)
 

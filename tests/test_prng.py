@@ -54,6 +54,8 @@ def test_same_bits_as_the_default_threefry(draw):
 
 
 def test_same_64_bit_draws_with_x64():
+    if not hasattr(jax, "enable_x64"):
+        pytest.skip("this JAX has no jax.enable_x64 context")
     with jax.enable_x64(True):
         key = jax.random.key(7)
         fn = lambda k: jax.random.bits(k, (5,), jnp.uint64)
@@ -148,3 +150,14 @@ def test_env_state_keys_keep_their_type_and_values():
     cfg = jppo.PPOConfig(env=env, env_params=params, num_envs=2, num_steps=8, total_timesteps=32)
     out = jppo.train(cfg, jax.random.key(0))  # the scan accepts the carried key
     assert np.isfinite(np.asarray(out.metrics["loss"])).all()
+
+
+def test_the_non_partitionable_layout_keeps_jaxs_own_keys():
+    # IMPL reproduces only the partitionable counter layout; under the other one the keys
+    # must stay JAX's, whose bits then differ.
+    if not hasattr(jax, "threefry_partitionable"):
+        pytest.skip("this JAX has only the partitionable layout")
+    key = jax.random.key(5)
+    with jax.threefry_partitionable(False):
+        assert prng.straight_line(key) is key
+    assert jax.random.key_impl(prng.straight_line(key)) == prng.IMPL
