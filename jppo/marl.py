@@ -47,7 +47,7 @@ from jppo.config import PPOConfig
 from jppo.envs.marl import MarlEnv
 from jppo.normalize import RunningMeanStd
 from jppo.optim import init_opt_state, nonfinite_grad_count
-from jppo.rollout import finish_episodes, step_stats
+from jppo.rollout import episode_starts, finish_episodes, step_stats
 from jppo.targets import make_batch, normalize_advantages
 from jppo.types import (
     Actors,
@@ -309,15 +309,14 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
         # observations after it, in one batched pass with the final observations.
         dist_params = apply_agents(cfg, _actor_only(network), params, tree)
         action = policy.sample_with_noise(dist_params, noise)
-        log_prob = policy.log_prob(dist_params, action)
         out = menv.step(env_keys, a.env_state, env_action(action, menv))
         done = out.terminated | out.truncated
         stats, episodes = step_stats(c.stats, a.episodes, out, done)
         transition = Transition(
             obs=tree,
-            episode_start=a.episode_start,
+            episode_start=None,  # both filled in after the scan, as in `jppo.rollout`
             action=action,
-            log_prob=log_prob,
+            log_prob=None,
             dist_params=dist_params,
             value_pred=None,  # valued after the scan
             reward=out.reward,
@@ -348,7 +347,12 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
     both = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), traj.obs, final_tree)
     values, _ = apply_agents(cfg, network.value, params, both)
     value_pred, next_values = values[: cfg.num_steps], values[cfg.num_steps :]
-    traj = traj._replace(value_pred=value_pred, next_value_pred=next_values)
+    traj = traj._replace(
+        value_pred=value_pred,
+        next_value_pred=next_values,
+        episode_start=episode_starts(actors.episode_start, traj.done),
+        log_prob=policy.log_prob(traj.dist_params, traj.action),
+    )
     episodes = finish_episodes(c.actors.episodes, c.stats)
     return c.actors._replace(episodes=episodes), traj, c.stats
 

@@ -103,6 +103,12 @@ def step_stats(stats: RolloutStats, episodes: EpisodeStats, out, done):
     return stats, episodes
 
 
+def episode_starts(first: jax.Array, done: jax.Array) -> jax.Array:
+    """[T, B, ...] flags of the steps that start an episode: step 0's from the carry (`first`,
+    [B, ...]), every later one where the step before it ended (`done` [T, B, ...])."""
+    return jnp.concatenate([first[None], done[:-1]])
+
+
 def finish_episodes(episodes: EpisodeStats, s: RolloutStats) -> EpisodeStats:
     """Mean return and length of the episodes that ended; carried forward when none did."""
     ended = s.episodes > 0
@@ -223,10 +229,9 @@ def rollout(
         traj, pending = jax.tree.map(lambda x: x.reshape((cfg.num_steps,) + x.shape[2:]), out)
     # Per-step outputs cost a write into the stacked arrays each (and the log-probability its
     # own small kernels) in every step of the loop; these two are one batched op afterwards.
-    # A step starts an episode where the one before it ended (the carry's `episode_start`).
-    episode_start = jnp.concatenate([actors.episode_start[None], traj.done[:-1]])
     traj = traj._replace(
-        episode_start=episode_start, log_prob=policy.log_prob(traj.dist_params, traj.action)
+        episode_start=episode_starts(actors.episode_start, traj.done),
+        log_prob=policy.log_prob(traj.dist_params, traj.action),
     )
     traj, pending = sharding.constrain((traj, pending), mesh, 1)
     if traj.value_pred is None:  # feed-forward critic: every step's value in one pass
