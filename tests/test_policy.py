@@ -117,9 +117,9 @@ def test_mlp_rollout_runs_only_the_actor_per_step_and_values_afterwards():
     actors = init_actors(cfg, setup, jax.random.key(1))
     roll = jax.make_jaxpr(lambda k: rollout(cfg, setup, learner, actors, k))(jax.random.key(2))
     (body,) = list(_scan_bodies(roll.jaxpr))
-    assert (
-        primitive_count(body, "dot_general") == len(cfg.hidden_sizes) + 1
-    )  # the actor's layers only
+    # The actor's layers only: its hidden layers and CartPole's 2-logit head, which runs as
+    # one matrix-vector product per output (`networks._dot_general`).
+    assert primitive_count(body, "dot_general") == len(cfg.hidden_sizes) + 2
     out = rollout(cfg, setup, learner, actors, jax.random.key(2))
     traj = out.traj
     assert traj.value_pred.shape == (cfg.num_steps, cfg.num_envs)
@@ -153,3 +153,47 @@ def test_log_probs_and_episode_starts_come_after_the_loop_and_match_the_steps():
     assert done.any()  # CartPole episodes end within 64 steps of a random-ish policy
     np.testing.assert_array_equal(traj.episode_start[0], actors.episode_start)
     np.testing.assert_array_equal(traj.episode_start[1:], done[:-1])
+
+
+@pytest.mark.parametrize("outputs", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("rows", [1, 4, 128])
+def test_dense_layers_match_a_float64_matmul_and_its_gradients(outputs, rows):
+    # `networks._dot_general` computes 2- and 3-output layers one column at a time (faster
+    # on XLA:CPU, forward and backward); values and both gradients must be the matmul's.
+    from jppo import networks
+
+    kx, kw, kg = jax.random.split(jax.random.key(outputs * 1000 + rows), 3)
+    x = jax.random.normal(kx, (rows, 64))
+    w = jax.random.normal(kw, (64, outputs))
+    g = jax.random.normal(kg, (rows, outputs))
+    dims = (((1,), (0,)), ((), ()))
+    out, vjp = jax.vjp(lambda a, b: networks._dot_general(a, b, dims), x, w)
+    dx, dw = vjp(g)
+    x64, w64, g64 = (np.asarray(a, np.float64) for a in (x, w, g))
+    assert out.shape == (rows, outputs)
+    np.testing.assert_allclose(out, x64 @ w64, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dx, g64 @ w64.T, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dw, x64.T @ g64, rtol=1e-5, atol=1e-4)
+    # A Dense layer on [T, B, K] inputs (flax contracts the last axis) gives the same rows.
+    x3 = x.reshape(1, rows, 64)
+    out3 = networks._dot_general(x3, w, (((2,), (0,)), ((), ())))
+    np.testing.assert_allclose(out3[0], x64 @ w64, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("outputs, columnwise", [(1, False), (2, True), (3, True), (4, False)])
+def test_narrow_output_layers_run_one_matrix_vector_product_per_column(outputs, columnwise):
+    # Which layers take the column-at-a-time path: 2 and 3 outputs (the case XLA:CPU handles
+    # slowly as a matmul); 1 output is a matrix-vector product already, 4+ stay one matmul.
+    from jppo import networks
+
+    head = networks.Head((8,), "tanh", outputs, 1.0)
+    obs, reset = jnp.zeros((2, 3, 5)), jnp.zeros((2, 3), bool)
+    params = head.init(jax.random.key(0), obs, reset, {})
+    jaxpr = jax.make_jaxpr(lambda p: head.apply(p, obs, reset, {}))(params).jaxpr
+    expected_head_dots = outputs if columnwise else 1
+    assert primitive_count(jaxpr, "dot_general") == 1 + expected_head_dots
+    out, _ = head.apply(params, obs, reset, {})
+    p = params["params"]
+    h = np.tanh(np.asarray(obs, np.float64).reshape(6, 5) @ p["MLP_0"]["Dense_0"]["kernel"])
+    ref = h @ np.asarray(p["Dense_0"]["kernel"], np.float64) + np.asarray(p["Dense_0"]["bias"])
+    np.testing.assert_allclose(out.reshape(6, outputs), ref, rtol=1e-5, atol=1e-6)
