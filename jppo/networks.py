@@ -50,7 +50,8 @@ def _dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_
     several times slower than the same work done as one matrix-vector product per column:
     a whole 64 -> 2 policy-head layer, forward and backward, is 1.4-1.8x faster this way at
     128 to 16,384 rows and ~3x at the 4 rows of a rollout step (benchmarks/NOTES.md). With
-    one output XLA already takes the matrix-vector path; from 4 outputs on the matmul wins.
+    one output XLA already takes the matrix-vector path; at 4 outputs the column-wise form
+    loses at some sizes, and from 6 on the matmul is as fast or faster.
     """
     (lhs_contract, rhs_contract), batch_dims = dimension_numbers
     n = rhs.shape[-1]
