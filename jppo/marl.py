@@ -47,7 +47,7 @@ from jppo.config import PPOConfig
 from jppo.envs.marl import MarlEnv
 from jppo.normalize import RunningMeanStd
 from jppo.optim import init_opt_state, nonfinite_grad_count
-from jppo.rollout import episode_starts, finish_episodes, step_stats
+from jppo.rollout import fill_after_loop, finish_episodes, step_stats
 from jppo.targets import make_batch, normalize_advantages
 from jppo.types import (
     Actors,
@@ -314,7 +314,7 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
         stats, episodes = step_stats(c.stats, a.episodes, out, done)
         transition = Transition(
             obs=tree,
-            episode_start=None,  # both filled in after the scan, as in `jppo.rollout`
+            episode_start=None,  # both filled in after the scan (`fill_after_loop`)
             action=action,
             log_prob=None,
             dist_params=dist_params,
@@ -347,12 +347,8 @@ def rollout(cfg: PPOConfig, setup: Setup, learner: Learner, actors: Actors, key)
     both = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), traj.obs, final_tree)
     values, _ = apply_agents(cfg, network.value, params, both)
     value_pred, next_values = values[: cfg.num_steps], values[cfg.num_steps :]
-    traj = traj._replace(
-        value_pred=value_pred,
-        next_value_pred=next_values,
-        episode_start=episode_starts(actors.episode_start, traj.done),
-        log_prob=policy.log_prob(traj.dist_params, traj.action),
-    )
+    traj = fill_after_loop(traj, actors.episode_start)
+    traj = traj._replace(value_pred=value_pred, next_value_pred=next_values)
     episodes = finish_episodes(c.actors.episodes, c.stats)
     return c.actors._replace(episodes=episodes), traj, c.stats
 

@@ -103,10 +103,19 @@ def step_stats(stats: RolloutStats, episodes: EpisodeStats, out, done):
     return stats, episodes
 
 
-def episode_starts(first: jax.Array, done: jax.Array) -> jax.Array:
-    """[T, B, ...] flags of the steps that start an episode: step 0's from the carry (`first`,
-    [B, ...]), every later one where the step before it ended (`done` [T, B, ...])."""
-    return jnp.concatenate([first[None], done[:-1]])
+def fill_after_loop(traj: Transition, first: jax.Array) -> Transition:
+    """`traj` [T, B, ...] with the two fields the rollout loop leaves empty, each computed for
+    all steps at once: `log_prob` of the stored actions under the stored `dist_params`, and
+    `episode_start`, step 0's from the carry (`first`, [B, ...]) and every later one where
+    the step before it ended (`done`).
+
+    Per-step outputs cost a write into the stacked arrays each (and the log-probability its
+    own small kernels) in every step of the loop; here they are one batched op each.
+    """
+    return traj._replace(
+        episode_start=jnp.concatenate([first[None], traj.done[:-1]]),
+        log_prob=policy.log_prob(traj.dist_params, traj.action),
+    )
 
 
 def finish_episodes(episodes: EpisodeStats, s: RolloutStats) -> EpisodeStats:
@@ -163,7 +172,7 @@ def rollout(
         stats, episodes = step_stats(c.stats, a.episodes, out, done)
         transition = Transition(
             obs=obs_in,
-            episode_start=None,  # the previous step's `done`: filled in after the scan
+            episode_start=None,  # `fill_after_loop`: the previous step's `done`
             action=action,
             log_prob=None,  # from dist_params and action, after the scan
             dist_params=dist_params,
@@ -227,12 +236,7 @@ def rollout(
         xs = jax.tree.map(lambda x: x.reshape((cfg.num_steps // length, length) + x.shape[1:]), xs)
         c, (out, chunk_carries) = jax.lax.scan(chunk, init, xs)
         traj, pending = jax.tree.map(lambda x: x.reshape((cfg.num_steps,) + x.shape[2:]), out)
-    # Per-step outputs cost a write into the stacked arrays each (and the log-probability its
-    # own small kernels) in every step of the loop; these two are one batched op afterwards.
-    traj = traj._replace(
-        episode_start=episode_starts(actors.episode_start, traj.done),
-        log_prob=policy.log_prob(traj.dist_params, traj.action),
-    )
+    traj = fill_after_loop(traj, actors.episode_start)
     traj, pending = sharding.constrain((traj, pending), mesh, 1)
     if traj.value_pred is None:  # feed-forward critic: every step's value in one pass
         # A sharded run values env-major ([B, T] rows, as `bootstrap` does), so that each
