@@ -113,6 +113,54 @@ def orthogonal_init(scale: float = 1.0):
     return init
 
 
+def _deferred_orthogonal(gain: float):
+    """Kernel initializer of the MLP path: a kernel filled with `gain`, a placeholder.
+
+    The MLP network's `init` passes every such kernel through `orthogonalize`, which makes it
+    `gain` times an orthogonal matrix. The flax modules of that path are only initialized
+    through it.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        del key  # the Gaussian draw happens once, in `orthogonalize`
+        return jnp.full(shape, gain, dtype)
+
+    return init
+
+
+def orthogonalize(key: jax.Array, params):
+    """Every `kernel` leaf K [..., k] of `params`, filled with its gain, becomes gain * Q.
+
+    Q is distributed as `nn.initializers.orthogonal` draws it: Q of the QR of a Gaussian
+    matrix [max(n, k), min(n, k)] (n = prod of K's leading axes), signs fixed so diag(R) > 0,
+    transposed when n < k. All kernels' Gaussians come from one `jax.random.normal` call. Why:
+    each random call (flax's per-parameter key derivation, and every initializer's draw)
+    compiles to its own threefry loop on CPU; one draw instead of a dozen cuts the default
+    program's compile time by ~0.4 s (benchmarks/NOTES.md).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+
+    def is_kernel(path):
+        return getattr(path[-1], "key", None) == "kernel"
+
+    kernels = [leaf for path, leaf in leaves if is_kernel(path)]
+    z = jax.random.normal(key, (sum(k.size for k in kernels),), jnp.float32)
+    out, offset = [], 0
+    for path, leaf in leaves:
+        if not is_kernel(path):
+            out.append(leaf)
+            continue
+        rows, cols = leaf.size // leaf.shape[-1], leaf.shape[-1]
+        a = z[offset : offset + leaf.size].reshape(max(rows, cols), min(rows, cols))
+        offset += leaf.size
+        q, r = jnp.linalg.qr(a)
+        q = q * jnp.sign(jnp.diagonal(r))
+        q = q.T if rows < cols else q
+        gain = leaf.reshape(-1)[0]
+        out.append((gain * q).reshape(leaf.shape).astype(leaf.dtype))
+    return jax.tree.unflatten(treedef, out)
+
+
 class MLP(nn.Module):
     hidden_sizes: tuple[int, ...]
     activation: str
@@ -142,8 +190,10 @@ class Head(nn.Module):
     def __call__(self, obs, reset, carry):
         # Dense layers on 2-D rows: XLA:CPU's gradient of a matmul with several leading
         # axes is several times slower than the flat one (benchmarks/NOTES.md).
-        x = MLP(self.hidden_sizes, self.activation)(obs.reshape(-1, obs.shape[-1]))
-        out = _dense(self.out_features, self.out_gain)(x)
+        x = MLP(self.hidden_sizes, self.activation, _deferred_orthogonal)(
+            obs.reshape(-1, obs.shape[-1])
+        )
+        out = _dense(self.out_features, self.out_gain, _deferred_orthogonal)(x)
         return out.reshape(obs.shape[:-1] + out.shape[-1:]), carry
 
 
@@ -229,15 +279,18 @@ def make_network(
         return {"actor": {}, "critic": {}}
 
     def init(key):
-        k_actor, k_critic = jax.random.split(key)
         obs = jnp.zeros((1, 1, spec.obs_dim), jnp.float32)
         reset = jnp.zeros((1, 1), bool)
         carry = initial_carry(1)
-        actor = actor_mod.init(k_actor, obs, reset, carry["actor"])
+        # The modules' kernels are gain placeholders (no random draw): `orthogonalize` draws
+        # all of both networks' kernels at once.
+        actor = actor_mod.init(key, obs, reset, carry["actor"])
+        critic = critic_mod.init(key, obs, reset, carry["critic"])
+        params = orthogonalize(key, {"actor": actor, "critic": critic})
         if not spec.discrete:
             log_std = jnp.full((spec.action_dim,), log_std_init, jnp.float32)
-            actor = {"params": {**actor["params"], "log_std": log_std}}
-        return {"actor": actor, "critic": critic_mod.init(k_critic, obs, reset, carry["critic"])}
+            params["actor"] = {"params": {**params["actor"]["params"], "log_std": log_std}}
+        return params
 
     def actor(params, obs, reset, carry):
         out, carry = actor_mod.apply({"params": _without_log_std(params)}, obs, reset, carry)

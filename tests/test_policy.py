@@ -197,3 +197,60 @@ def test_narrow_output_layers_run_one_matrix_vector_product_per_column(outputs, 
     h = np.tanh(np.asarray(obs, np.float64).reshape(6, 5) @ p["MLP_0"]["Dense_0"]["kernel"])
     ref = h @ np.asarray(p["Dense_0"]["kernel"], np.float64) + np.asarray(p["Dense_0"]["bias"])
     np.testing.assert_allclose(out.reshape(6, outputs), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
+def test_mlp_init_gives_orthogonal_kernels_with_the_ppo_gains(spec):
+    from jppo import networks
+
+    net = networks.make_network(spec, hidden_sizes=(64, 32), log_std_init=-0.7)
+    params = net.init(jax.random.key(0))
+    gains = {"MLP_0": np.sqrt(2.0), "actor": 0.01, "critic": 1.0}
+    for name in ("actor", "critic"):
+        p = params[name]["params"]
+        kernels = {
+            "MLP_0/Dense_0": (p["MLP_0"]["Dense_0"]["kernel"], (3, 64), gains["MLP_0"]),
+            "MLP_0/Dense_1": (p["MLP_0"]["Dense_1"]["kernel"], (64, 32), gains["MLP_0"]),
+            "Dense_0": (
+                p["Dense_0"]["kernel"],
+                (32, spec.action_dim if name == "actor" else 1),
+                gains[name],
+            ),
+        }
+        for where, (k, shape, gain) in kernels.items():
+            assert k.shape == shape, where
+            k = np.asarray(k, np.float64) / gain
+            gram = k.T @ k if shape[0] >= shape[1] else k @ k.T  # orthonormal columns or rows
+            np.testing.assert_allclose(gram, np.eye(min(shape)), atol=2e-5, err_msg=where)
+        for layer in (p["MLP_0"]["Dense_0"], p["MLP_0"]["Dense_1"], p["Dense_0"]):
+            np.testing.assert_array_equal(layer["bias"], 0.0)
+    if not spec.discrete:
+        log_std = params["actor"]["params"]["log_std"]
+        np.testing.assert_array_equal(log_std, np.float32([-0.7, -0.7]))
+    # Actor and critic torsos are drawn independently, and another key draws other kernels.
+    a = params["actor"]["params"]["MLP_0"]["Dense_1"]["kernel"]
+    c = params["critic"]["params"]["MLP_0"]["Dense_1"]["kernel"]
+    assert np.abs(np.asarray(a) - np.asarray(c)).max() > 0.1
+    other = net.init(jax.random.key(1))["actor"]["params"]["MLP_0"]["Dense_1"]["kernel"]
+    assert np.abs(np.asarray(a) - np.asarray(other)).max() > 0.1
+
+
+@pytest.mark.parametrize("shape", [(4, 64), (64, 64), (64, 2), (64, 1), (3, 5, 7)])
+def test_orthogonalize_of_one_kernel_is_jax_orthogonal_initializer(shape):
+    # Alone, a kernel's slice of the single draw is the draw jax's initializer makes.
+    from jppo import networks
+
+    key = jax.random.key(7)
+    ours = networks.orthogonalize(key, {"kernel": jnp.full(shape, 1.3)})["kernel"]
+    theirs = jax.nn.initializers.orthogonal(1.3)(key, shape, jnp.float32)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_mlp_init_draws_all_kernels_with_one_random_call():
+    # Every random call compiles to its own threefry loop on CPU: one draw for both
+    # networks' kernels, not one per kernel (plus flax's per-parameter key derivations).
+    from jppo import networks
+
+    net = networks.make_network(DISCRETE, hidden_sizes=(64, 64))
+    jaxpr = jax.make_jaxpr(net.init)(jax.random.key(0)).jaxpr
+    assert primitive_count(jaxpr, "random_bits") == 1

@@ -299,10 +299,15 @@ def _balancing_actor(actor):
 
 def test_evaluate_tells_a_good_policy_from_a_poor_one(small_run):
     """evaluate plays the deterministic policy: a balancing controller scores 500 in every
-    episode; the untrained network's mode (nearly one fixed action) falls within ~10 steps."""
+    episode; one that always pushes left lets the pole fall within ~10 steps. (An untrained
+    network is no sure poor policy: its small logits' argmax can balance for a while.)"""
     state = small_run.state
     fresh = train_lib.build(SMALL).network.init(jax.random.key(0))
-    poor = state._replace(learner=state.learner._replace(params=fresh))
+    always_left = jax.tree.map(jnp.zeros_like, fresh["actor"])
+    head = always_left["params"]["Dense_0"]
+    head["bias"] = head["bias"].at[0].set(1.0)
+    poor_params = {**fresh, "actor": always_left}
+    poor = state._replace(learner=state.learner._replace(params=poor_params))
     good_params = {**fresh, "actor": _balancing_actor(fresh["actor"])}
     good = state._replace(learner=state.learner._replace(params=good_params))
     good_returns = jppo.evaluate(SMALL, good, jax.random.key(0), num_episodes=8)
