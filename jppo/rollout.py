@@ -224,9 +224,11 @@ def rollout(
     )
     # All of the rollout's randomness in two calls, before the scan: per-step key splits and
     # samples would each be a threefry loop inside every step (see `policy.action_noise`).
-    k_act, k_env = jax.random.split(key)
+    # One split gives the env keys and the noise's key (a split of its own would be a third
+    # threefry loop).
     shape = (cfg.num_steps, cfg.num_envs)
-    xs = (policy.action_noise(k_act, spec, shape), jax.random.split(k_env, shape))
+    keys = jax.random.split(key, cfg.num_steps * cfg.num_envs + 1)
+    xs = (policy.action_noise(keys[0], spec, shape), keys[1:].reshape(shape))
     xs = sharding.constrain(xs, mesh, 1)
     length = chunk_len(cfg, network.recurrent)
     if length == cfg.num_steps:

@@ -21,7 +21,7 @@ from jppo import advantages as adv_lib
 from jppo import losses, networks, policy, sharding
 from jppo.config import PPOConfig
 from jppo.optim import check_opt_state, global_norm, make_optimizer_for
-from jppo.permutation import permutation
+from jppo.permutation import keyed_permutation, round_keys
 from jppo.types import Batch, Coefs, Hyperparams
 
 
@@ -110,11 +110,12 @@ def _sequences(batch: Batch, chunk_carries, cfg: PPOConfig):
     return jax.tree.map(split, batch), jax.tree.map(merge, chunk_carries)
 
 
-def _block_perms(key, num_blocks: int, size: int) -> jax.Array:
-    """One permutation of range(size) per device block: [D, size] (one device: the key's)."""
-    if num_blocks == 1:
-        return permutation(key, size)[None]
-    return jax.vmap(lambda k: permutation(k, size))(jax.random.split(key, num_blocks))
+def _block_perms(round_keys: jax.Array, size: int) -> jax.Array:
+    """One permutation of range(size) per device block, from round keys [D, rounds]:
+    [D, size]."""
+    if round_keys.shape[0] == 1:  # no vmap: a batched while loop (the cycle walk) costs more
+        return keyed_permutation(round_keys[0], size)[None]
+    return jax.vmap(lambda k: keyed_permutation(k, size))(round_keys)
 
 
 def _shuffle_blocks(x, perms, axis: int, num_minibatches: int):
@@ -132,8 +133,11 @@ def _shuffle_blocks(x, perms, axis: int, num_minibatches: int):
     return x.reshape(x.shape[: axis + 1] + (d * (n // num_minibatches),) + x.shape[axis + 3 :])
 
 
-def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool, mesh=None):
+def _minibatches(batch: Batch, carry0, keys, cfg: PPOConfig, recurrent: bool, mesh=None):
     """Shuffle and split one epoch: leaves [M, T', B', ...] and carries [M, B', H].
+
+    `keys`: the epoch's permutation round keys, uint32 [num_devices, rounds]
+    (`permutation.round_keys`).
 
     Each of the `num_devices` contiguous blocks of envs is shuffled on its own, and every
     minibatch takes an equal share of each block, so with the env axis sharded (one block
@@ -147,7 +151,7 @@ def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool, mes
         length, num_seqs = batch.obs.shape[:2]  # sequence c * B + b is chunk c of env b
         chunks = num_seqs // cfg.num_envs
         per_block = num_seqs // d
-        perms = _block_perms(key, d, per_block)
+        perms = _block_perms(keys, per_block)
 
         def blocks(x, axis):  # [..., C * B, ...] -> [D, ..., C * B / D, ...]
             shape = x.shape[:axis] + (chunks, d, cfg.num_envs // d) + x.shape[axis + 1 :]
@@ -162,7 +166,7 @@ def _minibatches(batch: Batch, carry0, key, cfg: PPOConfig, recurrent: bool, mes
         return sharding.constrain(mbs[0], mesh, 2), sharding.constrain(mbs[1], mesh, 1)
 
     per_block = cfg.batch_size // d
-    perms = _block_perms(key, d, per_block)
+    perms = _block_perms(keys, per_block)
 
     def split(x):  # [T, B, ...] -> [D, T * B / D, ...] (block-local index t * B / D + b)
         x = x.reshape((cfg.num_steps, d, cfg.num_envs // d) + x.shape[2:])
@@ -266,7 +270,9 @@ def update(
         stopped=jnp.zeros((), bool),
         applied=jnp.zeros((), jnp.float32),
     )
-    c, (aux, weight) = jax.lax.scan(epoch, init, jax.random.split(key, cfg.update_epochs))
+    # Every epoch's shuffle keys in one random call (each call is a threefry loop on CPU).
+    epoch_keys = round_keys(key, (cfg.update_epochs, cfg.num_devices))
+    c, (aux, weight) = jax.lax.scan(epoch, init, epoch_keys)
     weight = jnp.broadcast_to(
         jnp.asarray(weight, jnp.float32), (cfg.update_epochs, cfg.num_minibatches)
     )

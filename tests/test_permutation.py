@@ -1,10 +1,12 @@
 """The minibatch shuffle: a bijection for every size, and shuffled like a uniform permutation."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jppo.permutation import permutation
+from jppo.permutation import keyed_permutation, permutation
+from jppo.permutation import round_keys as round_keys_of
 
 _perm = jax.jit(permutation, static_argnums=1)
 
@@ -28,20 +30,22 @@ def _keys(count):
     return jax.random.split(jax.random.key(42), count)
 
 
-def test_positions_are_uniform():
+@pytest.mark.parametrize("n", [48, 32, 40])
+def test_positions_are_uniform(n):
     """Over many keys, element i lands in each position equally often (chi-square test).
 
-    With n = 48 (not a power of two: cycle walking is exercised) and 4800 keys, each of the
-    48 x 48 cells expects 100 counts; the statistic has 47 x 47 degrees of freedom.
+    n = 48 (6 bits, not a power of two: cycle walking is exercised), 32 (a power of two with
+    an odd number of bits: parts of 2 and 3 bits that swap widths, no walk), 40 (both). With
+    100 keys per cell, the statistic has (n - 1)^2 degrees of freedom.
     """
-    n, count = 48, 4800
+    count = 100 * n
     perms = np.asarray(jax.jit(jax.vmap(lambda k: permutation(k, n)))(_keys(count)))
     cells = np.zeros((n, n))
     np.add.at(cells, (perms, np.broadcast_to(np.arange(n), perms.shape)), 1)
     expected = count / n
     chi2 = np.sum((cells - expected) ** 2 / expected)
     dof = (n - 1) ** 2
-    # mean dof, sd sqrt(2 dof) ~ 66: 5 sd above the mean fails
+    # the statistic's mean is dof and its sd sqrt(2 dof): 5 sd off fails
     assert chi2 < dof + 5 * np.sqrt(2 * dof), chi2
     assert chi2 > dof - 5 * np.sqrt(2 * dof), chi2  # suspiciously regular is wrong too
 
@@ -49,8 +53,9 @@ def test_positions_are_uniform():
 def test_minibatches_mix_like_a_uniform_shuffle():
     """Pairs share a minibatch at the uniform rate, whether or not they are neighbours.
 
-    A batch of 128 (time-major: index t * 4 + env) split into 4 minibatches of 32: under a
-    uniform shuffle two given elements share a minibatch with probability 31 / 127. A weak
+    A batch of 128 (time-major: index t * 4 + env; 7 bits, parts of 3 and 4) split into 4
+    minibatches of 32: under a uniform shuffle two given elements share a minibatch with
+    probability 31 / 127. A weak
     bijection (e.g. a multiplicative one) keeps neighbours or strided pairs together far more
     or less often than that.
     """
@@ -67,3 +72,52 @@ def test_minibatches_mix_like_a_uniform_shuffle():
     off_diagonal = together[~np.eye(n, dtype=bool)]
     assert abs(off_diagonal.mean() - expected) < 0.005
     assert off_diagonal.std() < 3 * np.sqrt(expected * (1 - expected) / count)
+
+
+def _np_permutation(round_keys, n):
+    """Float-free re-derivation in numpy (uint64 arithmetic, cut to 32 bits): the Feistel
+    network over the smallest power of two >= n, parts swapping widths, cycle walking."""
+    u32 = np.uint64(0xFFFFFFFF)
+
+    def mix(x):
+        x = x ^ (x >> np.uint64(16))
+        x = (x * np.uint64(0x7FEB352D)) & u32
+        x = x ^ (x >> np.uint64(15))
+        x = (x * np.uint64(0x846CA68B)) & u32
+        return x ^ (x >> np.uint64(16))
+
+    bits = (n - 1).bit_length()
+
+    def bijection(i):
+        lb, rb = bits // 2, bits - bits // 2
+        left, right = i >> np.uint64(rb), i & np.uint64((1 << rb) - 1)
+        for k in np.asarray(round_keys, np.uint64):
+            left, right = right, left ^ (mix(right ^ k) & np.uint64((1 << lb) - 1))
+            lb, rb = rb, lb
+        return (left << np.uint64(rb)) | right
+
+    y = bijection(np.arange(n, dtype=np.uint64))
+    while (y >= n).any():
+        y = np.where(y >= n, bijection(y), y)
+    return y
+
+
+@pytest.mark.parametrize("n", [2, 3, 100, 512, 8192])
+def test_matches_a_numpy_rederivation(n):
+    round_keys = round_keys_of(jax.random.key(n))
+    ours = np.asarray(jax.jit(keyed_permutation, static_argnums=1)(round_keys, n))
+    np.testing.assert_array_equal(ours, _np_permutation(np.asarray(round_keys), n))
+
+
+def test_the_permutation_is_computed_once_for_all_its_gathers():
+    # XLA fuses elementwise producers into their consumers; left to it, the hash would be
+    # recomputed inside each gather that uses the permutation (one per batch leaf). The
+    # cycle-walking loop keeps it in one place (plus the loop body's copy).
+    xs = [jnp.arange(512.0) * i for i in range(4)]
+    hlo = (
+        jax.jit(lambda k, xs: [x[permutation(k, 512)] for x in xs])
+        .lower(jax.random.key(0), xs)
+        .compile()
+        .as_text()
+    )
+    assert hlo.count("constant(2146121005)") <= 2  # 0x7FEB352D, the hash's first multiplier

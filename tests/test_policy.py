@@ -254,3 +254,36 @@ def test_mlp_init_draws_all_kernels_with_one_random_call():
     net = networks.make_network(DISCRETE, hidden_sizes=(64, 64))
     jaxpr = jax.make_jaxpr(net.init)(jax.random.key(0)).jaxpr
     assert primitive_count(jaxpr, "random_bits") == 1
+
+
+_RANDOM_CALLS = ("random_bits", "random_split", "random_fold_in", "threefry2x32")
+
+
+def _random_calls_outside_loops(jaxpr) -> int:
+    """Random calls in `jaxpr` and the calls it makes, not counting scan or while bodies."""
+    own = sum(eqn.primitive.name in _RANDOM_CALLS for eqn in jaxpr.eqns)
+    return own + sum(
+        _random_calls_outside_loops(sub)
+        for eqn in jaxpr.eqns
+        if eqn.primitive.name not in ("scan", "while")
+        for sub in sub_jaxprs(eqn)
+    )
+
+
+def test_an_update_draws_its_randomness_in_four_calls_before_its_loops():
+    # On CPU every random call is a threefry loop (a dozen kernels to compile and to run):
+    # the update's key split, the rollout's split (env keys and the noise key), the action
+    # noise, and all epochs' shuffle keys at once; none inside the epoch or minibatch loops.
+    from jppo.trainer import make_trainer
+
+    cfg = PPOConfig(num_envs=4, num_steps=8, total_timesteps=64)
+    trainer = make_trainer(cfg)
+    step = jax.make_jaxpr(trainer.step)(trainer.init(jax.random.key(0))).jaxpr
+    assert _random_calls_outside_loops(step) == 4
+    # The epochs' scan (the minibatch scan nested in it): the top-level scan of that length.
+    (epochs,) = [
+        e
+        for e in step.eqns
+        if e.primitive.name == "scan" and e.params["length"] == cfg.update_epochs
+    ]
+    assert primitive_count(epochs.params["jaxpr"].jaxpr, *_RANDOM_CALLS) == 0

@@ -17,7 +17,7 @@ from jppo import envs, schedules
 from jppo import targets as targets_lib
 from jppo.envs.wrappers import ScaledReward
 from jppo.optim import make_optimizer_for
-from jppo.permutation import permutation
+from jppo.permutation import keyed_permutation, round_keys
 from jppo.update import loss_fn, update
 from tests.helpers import SMALL, fresh_rollout, np_log_softmax
 
@@ -197,8 +197,8 @@ def _replay(cfg, network, params, opt_state, batch, carry0, hp, coefs, key, thre
     )
     flat = jax.tree.map(lambda x: np.asarray(x).reshape((cfg.batch_size,) + x.shape[2:]), batch)
     applied, seen = [], []
-    for k in jax.random.split(key, cfg.update_epochs):
-        perm = np.asarray(permutation(k, cfg.batch_size))
+    for k in round_keys(key, (cfg.update_epochs, 1))[:, 0]:
+        perm = np.asarray(keyed_permutation(k, cfg.batch_size))
         for i in range(cfg.num_minibatches):
             idx = perm[i * cfg.minibatch_size : (i + 1) * cfg.minibatch_size]
             mb = jax.tree.map(lambda x: jnp.asarray(x[idx][None]), flat)
