@@ -135,8 +135,9 @@ def orthogonalize(key: jax.Array, params):
     matrix [max(n, k), min(n, k)] (n = prod of K's leading axes), signs fixed so diag(R) > 0,
     transposed when n < k. All kernels' Gaussians come from one `jax.random.normal` call. Why:
     each random call (flax's per-parameter key derivation, and every initializer's draw)
-    compiles to its own threefry loop on CPU; one draw instead of a dozen cuts the default
-    program's compile time by ~0.4 s (benchmarks/NOTES.md).
+    compiles to its own threefry loop on CPU; one draw instead of a dozen cut the default
+    program's compile time by ~0.3 s (benchmarks/NOTES.md). Every `kernel` leaf must be
+    such a placeholder (the MLP path's modules make them with `_deferred_orthogonal`).
     """
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
 

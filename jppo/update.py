@@ -136,14 +136,12 @@ def _shuffle_blocks(x, perms, axis: int, num_minibatches: int):
 def _minibatches(batch: Batch, carry0, keys, cfg: PPOConfig, recurrent: bool, mesh=None):
     """Shuffle and split one epoch: leaves [M, T', B', ...] and carries [M, B', H].
 
-    `keys`: the epoch's permutation round keys, uint32 [num_devices, rounds]
-    (`permutation.round_keys`).
-
     Each of the `num_devices` contiguous blocks of envs is shuffled on its own, and every
     minibatch takes an equal share of each block, so with the env axis sharded (one block
     per device) the shuffle moves no data between devices. With one device this is a plain
     shuffle of the whole batch. Recurrent: `batch` and `carry0` come from `_sequences`;
-    minibatches are whole sequences.
+    minibatches are whole sequences. `keys`: the epoch's shuffle round keys, uint32
+    [num_devices, rounds] (`permutation.round_keys`).
     """
     d, m = cfg.num_devices, cfg.num_minibatches
     pin = lambda x: sharding.constrain(x, mesh, 0)  # the block axis lies across devices
