@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jppo
+from jppo.permutation import round_keys
 from jppo.rollout import rollout
 from jppo.types import TrainState
 
@@ -234,3 +235,9 @@ def qr_operand_shapes(fn, *args) -> list[tuple]:
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return out
+
+
+def epoch_keys(seed: int, cfg) -> jax.Array:
+    """One epoch's shuffle keys as `update` passes them to `_minibatches`:
+    uint32 [num_devices, rounds]."""
+    return round_keys(jax.random.key(seed), (cfg.num_devices,))

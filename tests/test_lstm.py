@@ -18,14 +18,7 @@ from jppo import networks, policy, schedules
 from jppo import targets as targets_lib
 from jppo import trainer as train_lib
 from jppo import update as update_lib
-from jppo.permutation import round_keys
-from tests.helpers import final_return, init_state, rollout_state
-
-
-def _epoch_keys(seed: int, cfg) -> jax.Array:
-    """One epoch's shuffle keys, as `update` draws them: [num_devices, rounds]."""
-    return round_keys(jax.random.key(seed), (cfg.num_devices,))
-
+from tests.helpers import epoch_keys, final_return, init_state, rollout_state
 
 TINY = dict(hidden_sizes=(16,), lstm_size=8)
 # 4 envs x 32 steps on the masked CartPole: random-policy episodes last ~20 steps, so the
@@ -361,7 +354,7 @@ def _first_minibatch(cfg, key=0):
     def split(traj, carry0, hp):
         batch, _, _ = targets_lib.make_batch(cfg, traj, hp, None)
         seqs, seq_carry = update_lib._sequences(batch, carry0, cfg)
-        mbs, mb_carry = update_lib._minibatches(seqs, seq_carry, _epoch_keys(3, cfg), cfg, True)
+        mbs, mb_carry = update_lib._minibatches(seqs, seq_carry, epoch_keys(3, cfg), cfg, True)
         return jax.tree.map(lambda x: x[0], (mbs, mb_carry))
 
     return (network, state) + split(traj, carry0, state.learner.hyperparams)
@@ -433,7 +426,7 @@ def test_sequences_split_chunks_and_minibatches_are_whole_sequences():
         for b in range(B):
             np.testing.assert_array_equal(seqs.obs[:, c * B + b], obs[8 * c : 8 * c + 8, b])
             assert seq_carry["actor"][0][c * B + b, 0] == carry["actor"][0][c, b, 0]
-    mbs, mb_carry = update_lib._minibatches(seqs, seq_carry, _epoch_keys(0, cfg), cfg, True)
+    mbs, mb_carry = update_lib._minibatches(seqs, seq_carry, epoch_keys(0, cfg), cfg, True)
     assert mbs.obs.shape == (cfg.num_minibatches, 8, C * B // cfg.num_minibatches)
     # Every sequence appears once, whole, next to its own carry.
     firsts = np.asarray(mbs.obs[:, 0]).ravel()

@@ -32,9 +32,8 @@ from jppo import schedules
 from jppo import targets as targets_lib
 from jppo import trainer as train_lib
 from jppo.normalize import RunningMeanStd
-from jppo.permutation import round_keys
 from jppo.update import _minibatches, loss_fn
-from tests.helpers import SMALL_PENDULUM, init_state, np_gae, rollout_state
+from tests.helpers import SMALL_PENDULUM, epoch_keys, init_state, np_gae, rollout_state
 
 EPS = 1e-8  # the variance epsilon of RunningMeanStd.normalize / normalize_reward
 
@@ -406,8 +405,7 @@ def test_first_minibatch_ratio_is_one_with_obs_normalization(norm_parts):
     hp = state.learner.hyperparams
     batch, _, _ = targets_lib.make_batch(NORM, traj, hp, state.learner.norm.value)
     coefs = schedules.coefficients(NORM, hp, state.step)
-    keys = round_keys(jax.random.key(3), (NORM.num_devices,))
-    mbs, mb_carry = _minibatches(batch, carry0, keys, NORM, network.recurrent)
+    mbs, mb_carry = _minibatches(batch, carry0, epoch_keys(3, NORM), NORM, network.recurrent)
     first = jax.tree.map(lambda x: x[0], mbs)
     _, aux = loss_fn(state.learner.params, first, mb_carry, NORM, network, hp, coefs)
     np.testing.assert_allclose([aux["ratio_min"], aux["ratio_max"]], 1.0, atol=1e-6)

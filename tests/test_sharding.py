@@ -21,9 +21,9 @@ import pytest
 import jppo
 from jppo import sharding
 from jppo import update as update_lib
-from jppo.permutation import keyed_permutation, round_keys
+from jppo.permutation import keyed_permutation
 from jppo.types import Batch
-from tests.helpers import jax_cache_env
+from tests.helpers import epoch_keys, jax_cache_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "sharded_runs.py"
@@ -72,8 +72,7 @@ def test_each_minibatch_takes_an_equal_share_of_every_device_block(network):
     carry = {"actor": jnp.broadcast_to(jnp.arange(64.0).reshape(4, 16, 1), (4, 16, 5))}
     if recurrent:
         batch, carry = update_lib._sequences(batch, carry, cfg)
-    keys = round_keys(jax.random.key(5), (cfg.num_devices,))
-    mbs, carries = update_lib._minibatches(batch, carry, keys, cfg, recurrent)
+    mbs, carries = update_lib._minibatches(batch, carry, epoch_keys(5, cfg), cfg, recurrent)
     index = np.asarray(mbs.action)  # [M, T', size]
     assert index.shape[0] == 2
     np.testing.assert_array_equal(np.sort(index.ravel()), np.arange(cfg.batch_size))
@@ -94,7 +93,7 @@ def test_each_minibatch_takes_an_equal_share_of_every_device_block(network):
 def test_one_device_shuffle_is_the_plain_shuffle():
     """num_devices=1 draws one permutation of the whole batch from the epoch's keys."""
     cfg = jppo.PPOConfig(num_envs=8, num_steps=16, num_minibatches=4, total_timesteps=128)
-    keys = round_keys(jax.random.key(3), (1,))
+    keys = epoch_keys(3, cfg)
     mbs, _ = update_lib._minibatches(_fake_batch(cfg), {}, keys, cfg, False)
     perm = np.asarray(keyed_permutation(keys[0], cfg.batch_size))
     np.testing.assert_array_equal(np.asarray(mbs.action).reshape(4, -1), perm.reshape(4, -1))
